@@ -1,0 +1,97 @@
+r"""ELBO estimators, looked up by name: Pyro's own classes, configured, never copied.
+
+=============  ===========================  ==================================================
+name           Pyro class                   gradient estimator
+=============  ===========================  ==================================================
+trace          ``Trace_ELBO``               reparameterization (Kingma & Welling 2014)
+meanfield      ``TraceMeanField_ELBO``      reparameterization with analytic KL terms
+tracegraph     ``TraceGraph_ELBO``          score function with baselines for
+                                            non-reparameterizable sites (Mnih & Gregor 2014)
+enum           ``TraceEnum_ELBO``           exact sums over enumerated discrete sites
+iwae           ``RenyiELBO(alpha=0)``       importance-weighted bound (Burda et al. 2016,
+                                            arXiv:1509.00519, eq. 8)
+=============  ===========================  ==================================================
+
+All estimate the ELBO :math:`\mathbb{E}_q[\log p(x,z) - \log q(z|x)]`, except ``iwae``,
+which estimates :math:`\mathbb{E}[\log \frac1K \sum_k p(x,z_k)/q(z_k|x)]` per datapoint.
+Particles are vectorized: ``num_particles`` samples are drawn in one batched pass.
+"""
+
+import pyro.poutine as poutine
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+
+from pyrovae.errors import ConfigError
+from pyrovae.registry import lookup
+
+__all__ = ["ELBOS", "make_elbo", "loss_and_grads"]
+
+# name -> Pyro ELBO class (keyword options are added by make_elbo)
+ELBOS = {
+    "trace": Trace_ELBO,
+    "meanfield": TraceMeanField_ELBO,
+    "tracegraph": TraceGraph_ELBO,
+    "enum": TraceEnum_ELBO,
+    "iwae": RenyiELBO,  # alpha=0
+}
+
+
+def make_elbo(name, num_particles=1, max_plate_nesting=1):
+    """Build the Pyro ELBO called ``name``.
+
+    :param str name: a key of :data:`ELBOS`.
+    :param int num_particles: samples per datapoint (K), drawn vectorized when K > 1.
+    :param int max_plate_nesting: the model's plate depth (1 for the data plate).
+    :raises UnknownNameError: for an unknown name (the message lists the valid ones).
+    :raises ConfigError: for ``num_particles < 1``, or ``iwae`` with one particle.
+    """
+    cls = lookup(ELBOS, name, "ELBO")
+    if int(num_particles) < 1:
+        raise ConfigError(f"num_particles must be a positive integer, got {num_particles}")
+    kwargs = dict(
+        num_particles=int(num_particles),
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
+    if cls is RenyiELBO:
+        if num_particles < 2:
+            raise ConfigError(
+                "the iwae bound with one particle is the ELBO; pass --num-particles K with "
+                "K >= 2 (Burda et al. 2016 use K = 5 and 50), or use --elbo trace"
+            )
+        kwargs["alpha"] = 0.0
+    return cls(**kwargs)
+
+
+def loss_and_grads(elbo, model, guide, x, idx=None, num_data=None):
+    """One stochastic estimate of the negative ELBO, with its gradient accumulated in ``.grad``.
+
+    Estimators with a ``differentiable_loss`` run through the ``ELBOModule`` that
+    ``elbo(model, guide)`` returns; ``TraceGraph_ELBO`` and ``RenyiELBO`` have none and
+    run their own ``loss_and_grads``.
+
+    ``RenyiELBO`` takes a log-mean-exp over particles of each datapoint's log weight, which
+    Pyro computes after the plate's subsample scale ``num_data / B`` is applied: that would
+    sharpen the weights by a factor ``num_data / B``. So for ``iwae`` the model and guide run
+    at scale ``B / num_data`` (undoing the plate's scale) and the loss is scaled back, making
+    it an unbiased full-data estimate of the per-datapoint IWAE bound (eq. 8 of Burda et al.).
+
+    :param elbo: a Pyro ELBO from :func:`make_elbo`.
+    :param torch.Tensor x: the batch, shape (B, P).
+    :param torch.Tensor idx: the batch's indices, shape (B,), or None.
+    :param int num_data: the dataset size; defaults to B.
+    :returns: the loss as a Python float, in nats for the whole dataset (minus the ELBO,
+        estimated from the batch).
+    """
+    batch = x.shape[0]
+    num_data = num_data or batch
+    if isinstance(elbo, RenyiELBO) and num_data != batch:
+        rescale = batch / num_data
+        loss = elbo.loss_and_grads(
+            poutine.scale(model, scale=rescale), poutine.scale(guide, scale=rescale), x, idx, num_data
+        )
+        return float(loss) / rescale
+    if hasattr(elbo, "differentiable_loss"):
+        loss = elbo(model, guide)(x, idx, num_data)
+        loss.backward()
+        return loss.item()
+    return float(elbo.loss_and_grads(model, guide, x, idx, num_data))

@@ -1,0 +1,147 @@
+r"""Per-datapoint importance-sampled estimates of log p(x), the ELBO and its parts.
+
+With K samples :math:`z_k \sim q(z|x)` and log weights
+:math:`\log w_k = \log p(x, z_k) - \log q(z_k|x)`,
+
+* the IWAE bound (Burda, Grosse & Salakhutdinov 2016, arXiv:1509.00519, eq. 8)
+  :math:`\log \hat p(x) = \log \frac1K \sum_k w_k`, a stochastic lower bound whose
+  expectation increases with K towards :math:`\log p(x)`;
+* the ELBO :math:`\frac1K \sum_k \log w_k`, split into the reconstruction term
+  :math:`\frac1K \sum_k \log p(x|z_k)` and the KL term
+  :math:`\frac1K \sum_k [\log q(z_k|x) - \log p(z_k)]` (Monte Carlo, so it works for any
+  prior and guide);
+* the effective sample size of the normalized weights, :math:`(\sum w)^2 / \sum w^2`
+  (Kong 1992), which is K for a guide at the exact posterior.
+
+Pyro's ``vectorized_importance_weights`` sums over the data plate; here every site's
+log-probability is kept per datapoint, shape (S, B). Samples are drawn in chunks of at
+most ``max_rows`` (samples x examples) rows and combined with a streaming log-sum-exp,
+so memory stays bounded at K = 5000.
+"""
+
+import math
+from typing import NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import prune_subsample_sites
+
+__all__ = ["IWAEResult", "log_weights", "iwae", "active_units"]
+
+
+class IWAEResult(NamedTuple):
+    """Per-datapoint results of :func:`iwae`; tensors of shape (N,) in nats unless noted."""
+
+    log_likelihood: torch.Tensor  #: IWAE estimate of log p(x)
+    elbo: torch.Tensor  #: Monte Carlo ELBO
+    reconstruction: torch.Tensor  #: E_q[log p(x|z)]
+    kl: torch.Tensor  #: E_q[log q(z|x) - log p(z)]
+    ess: torch.Tensor  #: effective sample size of the K importance weights, in (0, K]
+    posterior_mean: dict  #: latent site -> E_q[z|x], shape (N, D)
+    num_samples: int  #: K
+
+
+def _per_datapoint(site, shape):
+    log_prob = site["log_prob"]
+    if log_prob.shape != shape:
+        raise ValueError(
+            f"site {site['name']!r} has log-prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
+            "(samples, examples): per-datapoint estimates need every site inside the data plate"
+        )
+    return log_prob
+
+
+def log_weights(model, guide, x, num_samples):
+    """Draw ``num_samples`` guide samples for each row of ``x`` in one vectorized pass.
+
+    :param model: the model; ``model.max_plate_nesting`` places the particle plate.
+    :param guide: the guide, with the model's signature.
+    :param torch.Tensor x: a batch, shape (B, P), treated as the whole dataset (no scaling).
+    :param int num_samples: S.
+    :returns: ``(log_w, log_lik, log_prior, posterior_mean)``: the log weights, log p(x|z) and
+        log p(z) - log q(z|x), each of shape (S, B), and a dict site -> E_q[z|x] of shape (B, D)
+        (None for a site whose guide distribution has no analytic mean).
+    """
+    S, B = num_samples, x.shape[0]
+    with pyro.plate("iwae_particles", S, dim=-(model.max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_lik = torch.zeros(S, B, device=x.device)
+    log_ratio = torch.zeros(S, B, device=x.device)  # log p(z) - log q(z|x)
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            log_lik = log_lik + _per_datapoint(site, (S, B))
+        else:
+            log_ratio = log_ratio + _per_datapoint(site, (S, B))
+    means = {}
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        log_ratio = log_ratio - _per_datapoint(site, (S, B))
+        try:
+            means[name] = site["fn"].mean.reshape(S, B, -1).mean(0)
+        except NotImplementedError:
+            means[name] = None
+    return log_lik + log_ratio, log_lik, log_ratio, means
+
+
+@torch.no_grad()
+def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000):
+    """Per-datapoint IWAE log-likelihood, ELBO, reconstruction, KL and ESS.
+
+    :param torch.Tensor x: data, shape (N, P).
+    :param int num_samples: K, samples per datapoint.
+    :param int batch_size: examples per chunk.
+    :param int max_rows: most (samples x examples) rows evaluated at once; bounds memory
+        to about ``max_rows * P`` floats per intermediate tensor.
+    :returns: an :class:`IWAEResult`, tensors of shape (N,), float64.
+    :raises ValueError: if a site's log-probability is not per datapoint (global latents).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    results = []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        chunk = max(1, min(num_samples, max_rows // xb.shape[0]))
+        lse_w = lse_2w = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
+        sum_w = sum_ll = torch.zeros(xb.shape[0], dtype=torch.float64)
+        mean_sums, drawn = {}, 0
+        while drawn < num_samples:
+            s = min(chunk, num_samples - drawn)
+            lw, ll, _, means = log_weights(model, guide, xb, s)
+            lw, ll = lw.double().cpu(), ll.double().cpu()
+            lse_w = torch.logaddexp(lse_w, lw.logsumexp(0))
+            lse_2w = torch.logaddexp(lse_2w, (2 * lw).logsumexp(0))
+            sum_w, sum_ll = sum_w + lw.sum(0), sum_ll + ll.sum(0)
+            for name, m in means.items():
+                mean_sums.setdefault(name, []).append(None if m is None else m.double().cpu() * s)
+            drawn += s
+        elbo = sum_w / num_samples
+        recon = sum_ll / num_samples
+        post = {
+            name: None if any(v is None for v in vals) else sum(vals) / num_samples
+            for name, vals in mean_sums.items()
+        }
+        results.append((lse_w - math.log(num_samples), elbo, recon, recon - elbo, (2 * lse_w - lse_2w).exp(), post))
+    cat = [torch.cat([r[i] for r in results]) for i in range(5)]
+    post = {
+        name: None if any(r[5][name] is None for r in results) else torch.cat([r[5][name] for r in results])
+        for name in results[0][5]
+    }
+    return IWAEResult(*cat, posterior_mean=post, num_samples=num_samples)
+
+
+def active_units(posterior_mean, threshold=0.01):
+    """Count latent dimensions with Cov_x(E_q[z_d | x]) > ``threshold`` (Burda et al. 2016,
+    section 5.2, threshold 1e-2).
+
+    :param torch.Tensor posterior_mean: E_q[z|x] for N examples, shape (N, D).
+    :returns: the number of active units, an int.
+    """
+    return int((posterior_mean.var(0, unbiased=False) > threshold).sum())

@@ -1,0 +1,76 @@
+"""Observation models p(x | decoder output).
+
+A likelihood is a :class:`~pyro.nn.PyroModule` that says how many decoder outputs it
+needs per pixel and turns the decoder output into a distribution with event shape
+(P,). It also checks that data lie in its support, so bad data fail before training.
+"""
+
+import torch
+from pyro import distributions as dist
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+from pyrovae.errors import DataError
+
+__all__ = ["BernoulliLikelihood", "GaussianLikelihood", "LIKELIHOODS"]
+
+
+class BernoulliLikelihood(PyroModule):
+    """x_p ~ Bernoulli(sigmoid(logits_p)) independently over the P pixels; x in {0, 1}^P.
+
+    :param int num_pixels: P.
+    """
+
+    binary = True  # data must be binarized (threshold, static or dynamic) before use
+
+    def __init__(self, num_pixels):
+        super().__init__()
+        self.num_pixels = num_pixels
+        self.num_outputs = num_pixels
+
+    def forward(self, logits):
+        """:param logits: shape (..., P). :returns: a distribution with event shape (P,)."""
+        return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
+
+    def check_data(self, x, what="data"):
+        """:raises DataError: unless every value of ``x`` is 0 or 1."""
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            raise DataError(
+                f"{what} has values other than 0 and 1 (e.g. {x[bad][0].item():.4g}), outside the "
+                "Bernoulli likelihood's support; binarize it, or use --likelihood gaussian"
+            )
+
+
+class GaussianLikelihood(PyroModule):
+    """x_p ~ Normal(loc_p, sigma_p) independently over pixels, for continuous data.
+
+    :param int num_pixels: P.
+    :param float scale: a fixed observation noise sigma; if None, a per-pixel sigma is
+        learned (initialised at 1).
+    """
+
+    binary = False
+
+    def __init__(self, num_pixels, scale=None):
+        super().__init__()
+        self.num_pixels = num_pixels
+        self.num_outputs = num_pixels
+        if scale is None:
+            self.scale = PyroParam(torch.ones(num_pixels), constraint=constraints.positive)
+        else:
+            self.register_buffer("scale", torch.full((num_pixels,), float(scale)))
+
+    def forward(self, loc):
+        """:param loc: shape (..., P). :returns: a distribution with event shape (P,)."""
+        return dist.Normal(loc, self.scale, validate_args=False).to_event(1)
+
+    def check_data(self, x, what="data"):
+        """Gaussian data may take any finite value; finiteness is checked by the loader."""
+
+
+# name -> constructor(num_pixels)
+LIKELIHOODS = {
+    "bernoulli": BernoulliLikelihood,  # binary pixels (binarized MNIST, digits)
+    "gaussian": GaussianLikelihood,  # continuous pixels, learned per-pixel noise
+}

@@ -1,0 +1,50 @@
+"""The Gaussian-latent variational autoencoder's generative model.
+
+p(x, z) = p(z) p(x | f(z)), with a swappable prior p(z), an MLP decoder f and a
+likelihood object (Kingma & Welling 2014, "Auto-Encoding Variational Bayes",
+arXiv:1312.6114).
+"""
+
+import pyro
+from pyro.nn import PyroModule
+
+from pyrovae.models.plates import data_plate
+from pyrovae.nets import mlp
+
+__all__ = ["VAE"]
+
+
+class VAE(PyroModule):
+    """Generative model z ~ p(z), x | z ~ likelihood(decoder(z)), one latent site ``"z"``.
+
+    Shapes: x (B, P); z (B, D), or (S, B, D) under a particle plate; decoder output
+    (..., likelihood.num_outputs).
+
+    :param prior: a prior module (see :mod:`pyrovae.models.priors`), event shape (D,).
+    :param likelihood: a likelihood module (see :mod:`pyrovae.models.likelihoods`).
+    :param int latent_dim: D.
+    :param tuple hidden: decoder hidden layer widths; ``()`` gives a linear decoder.
+    :param str activation: hidden-layer activation.
+    """
+
+    max_plate_nesting = 1  # the data plate
+    latent_sites = ("z",)
+
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh"):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.num_pixels = likelihood.num_pixels
+        self.prior = prior
+        self.likelihood = likelihood
+        self.decoder = mlp([latent_dim, *hidden, likelihood.num_outputs], activation)
+
+    def forward(self, x, idx=None, num_data=None):
+        """Run the model on a batch.
+
+        :param torch.Tensor x: observations, shape (B, P).
+        :param torch.Tensor idx: the batch's indices in the dataset, shape (B,), or None.
+        :param int num_data: dataset size, for full-data scaling of minibatch ELBOs.
+        """
+        with data_plate(x, idx, num_data):
+            z = pyro.sample("z", self.prior())  # (B, D) or (S, B, D)
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)

@@ -1,0 +1,153 @@
+"""Command line: ``pyrovae train`` and ``pyrovae evaluate``.
+
+Errors the user can fix print one line, ``pyrovae: error: ...``, and exit with status 2;
+a diverged run exits with status 1, an interrupted one with 130.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from pyrovae.config import TrainConfig
+from pyrovae.errors import ConfigError, PyrovaeError
+from pyrovae.nets import parse_hidden
+from pyrovae.rundir import CONFIG
+
+__all__ = ["main"]
+
+DEFAULTS = TrainConfig()
+
+
+def _hidden(text):
+    try:
+        return parse_hidden(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="train a model and guide, then evaluate on the test split",
+                       description="Train a VAE (Pyro model + guide) with a Pyro ELBO; evaluate log p(x) at the end.")
+    # Defaults are None so that --resume can tell the options given on the command line.
+    opt = p.add_argument
+    d = DEFAULTS
+    opt("--data", help=f"digits, binarized-mnist, mnist, fashion-mnist, or a .npy/.npz path (default {d.data})")
+    opt("--data-dir", help="folder holding the data files of binarized-mnist, mnist, fashion-mnist")
+    opt("--model", help=f"model name (default {d.model})")
+    opt("--prior", help=f"prior name (default {d.prior})")
+    opt("--likelihood", help=f"bernoulli or gaussian (default {d.likelihood})")
+    opt("--guide", help=f"guide name (default {d.guide})")
+    opt("--elbo", help=f"trace, meanfield, tracegraph, enum or iwae (default {d.elbo})")
+    opt("--num-particles", type=int, help=f"samples per datapoint per step, K for iwae (default {d.num_particles})")
+    opt("--latent-dim", type=int, help=f"latent dimension D (default {d.latent_dim})")
+    opt("--hidden", type=_hidden, help="hidden layer widths of encoder and decoder (default 200,200)")
+    opt("--activation", help=f"tanh, relu, elu, softplus, gelu (default {d.activation})")
+    opt("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
+    opt("--batch-size", type=int, help=f"minibatch size (default {d.batch_size})")
+    opt("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    opt("--patience", type=int, help=f"early stopping patience in epochs (default {d.patience})")
+    opt("--seed", type=int, help=f"random seed (default {d.seed})")
+    opt("--split-seed", type=int, help=f"seed of the train/valid/test split (default {d.split_seed})")
+    opt("--device", help="cpu or cuda (default cpu)")
+    opt("--eval-num-samples", type=int,
+        help=f"K for the final test log-likelihood; 0 skips it (default {d.eval_num_samples})")
+    opt("--out", help="run directory (default runs/DATA-MODEL-GUIDE-ELBO-TIME)")
+    opt("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    opt("--overwrite", action="store_true", help="replace an existing run directory --out")
+    return p
+
+
+def _evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="estimate log p(x) (IWAE), the ELBO and active units of a run",
+                       description="Per-datapoint IWAE log-likelihood (Burda et al. 2016, eq. 8) of a saved run.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--num-samples", type=int, default=5000, help="K importance samples per datapoint (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same numbers")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--batch-size", type=int, default=100, help="examples per chunk (default 100)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    return parser
+
+
+def _absolute(path):
+    return None if path is None else os.path.abspath(path)
+
+
+def config_from_args(args):
+    """The TrainConfig of ``pyrovae train``: defaults (or, for --resume, the saved config)
+    updated with the options given on the command line."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    if "data_dir" in given:
+        given["data_dir"] = _absolute(given["data_dir"])
+    if given.get("data", "").endswith((".npy", ".npz")):
+        given["data"] = _absolute(given["data"])
+    base = DEFAULTS
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out, the run directory to continue")
+        saved = os.path.join(args.out, CONFIG)
+        if os.path.isfile(saved):
+            base = TrainConfig.load(saved)
+    return dataclasses.replace(base, **given)
+
+
+def cmd_train(args):
+    from pyrovae.train import train
+
+    config = config_from_args(args)
+    stem = os.path.splitext(os.path.basename(config.data))[0]
+    out = args.out or os.path.join("runs", f"{stem}-{config.model}-{config.guide}-{config.elbo}-"
+                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    t0 = time.perf_counter()
+    result = train(config, out, resume=args.resume, overwrite=args.overwrite)
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"run saved in {result.run_dir} ({result.epochs} epochs, best validation ELBO "
+          f"{result.best_valid_elbo:.3f} nats at epoch {result.best_epoch}, {minutes:.1f} min)")
+    if result.evaluation is not None:
+        r = result.evaluation.report
+        print(f"test log-likelihood (IWAE, K={r['num_samples']}): {r['log_likelihood']:.3f} "
+              f"± {r['log_likelihood_stderr']:.3f} nats per datapoint; ELBO {r['elbo']:.3f}; "
+              f"active units {r['active_units']}/{r['latent_dim']}")
+        print(f"evaluation saved in {result.evaluation.path}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from pyrovae.evaluate import evaluate_run
+    from pyrovae.train import resolve_device
+
+    device = resolve_device(args.device)
+    ev = evaluate_run(args.run_dir, split=args.split, num_samples=args.num_samples, seed=args.seed,
+                      checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size)
+    print(json.dumps(ev.report, indent=2))
+    print(f"saved in {ev.path} ({ev.seconds:.1f} s)", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except PyrovaeError as err:
+        from pyrovae.train import TrainingDiverged
+
+        print(f"pyrovae: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, TrainingDiverged) else 2

@@ -1,0 +1,89 @@
+"""The training configuration: one flat dataclass, saved as ``config.json`` beside every run."""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from pyrovae.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "digits"  # a name in pyrovae.data.DATASETS or a .npy/.npz path; digits needs no download
+    data_dir: str | None = None  # folder of the MNIST-style files
+    split_seed: int = 0  # fixed train/valid/test permutation, independent of the training seed
+    # model and inference, each a registry name
+    model: str = "vae"
+    prior: str = "standard-normal"
+    likelihood: str = "bernoulli"  # binary images
+    guide: str = "amortized"
+    elbo: str = "trace"  # reparameterization gradients, the standard VAE estimator
+    num_particles: int = 1  # samples per datapoint per step (K for iwae)
+    # architecture: the IWAE paper's 784-200-200-50 tanh network (Burda et al. 2016, app. C)
+    latent_dim: int = 50
+    hidden: tuple = (200, 200)
+    activation: str = "tanh"
+    # optimisation
+    epochs: int = 200  # the default digits run takes well under a minute on 2 cores
+    batch_size: int = 100  # Burda et al. 2016
+    lr: float = 1e-3  # Adam, Burda et al. 2016
+    patience: int = 30  # early stopping: epochs without a better validation ELBO
+    seed: int = 0
+    device: str = "cpu"
+    # evaluation at the end of training
+    eval_num_samples: int = 5000  # K of the IWAE estimate of log p(x) (Burda et al. 2016 use 5000)
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)
+
+    def validate(self):
+        """:raises ConfigError: for a non-positive size, rate or count, naming the option."""
+        positive = {
+            "latent_dim": self.latent_dim, "epochs": self.epochs, "batch_size": self.batch_size,
+            "num_particles": self.num_particles, "lr": self.lr,
+        }
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.patience < 1:
+            raise ConfigError(f"--patience must be at least 1, got {self.patience}")
+        if self.eval_num_samples < 0:
+            raise ConfigError(f"--eval-num-samples must be >= 0 (0 skips), got {self.eval_num_samples}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        return self
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """:raises ConfigError: for keys that are not options."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+    def save(self, path):
+        from pyrovae.checkpoint import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        """:raises ConfigError: if the file is not a JSON object of options."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"could not read the run's configuration {path}: {err}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object of options")
+        return cls.from_dict(d)

@@ -1,0 +1,63 @@
+"""Neural network building blocks shared by models and guides."""
+
+import torch
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from pyrovae.registry import lookup
+
+__all__ = ["ACTIVATIONS", "mlp", "parse_hidden"]
+
+# name -> activation module; the IWAE paper (Burda et al. 2016) uses tanh.
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "gelu": nn.GELU,
+}
+
+
+def parse_hidden(text):
+    """Parse ``"200,200"`` into ``(200, 200)``; an empty string gives ``()`` (a linear map).
+
+    :raises ValueError: if a size is not a positive integer.
+    """
+    if isinstance(text, (tuple, list)):
+        sizes = tuple(int(s) for s in text)
+    else:
+        text = str(text).strip()
+        sizes = tuple(int(s) for s in text.split(",") if s.strip()) if text else ()
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"hidden layer sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def mlp(sizes, activation="tanh"):
+    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with no activation on the output.
+
+    The network acts on the last dimension, so inputs of shape (S, B, in) give (S, B, out).
+    It is converted to a :class:`~pyro.nn.PyroModule` so that its parameters appear as
+    ``param`` sites in Pyro traces (estimators that call ``backward`` themselves, such as
+    ``TraceGraph_ELBO`` and ``RenyiELBO``, only differentiate when they see such sites).
+
+    :param sequence sizes: layer widths, at least two.
+    :param str activation: a name in :data:`ACTIVATIONS`.
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+    act = lookup(ACTIVATIONS, activation, "activation")
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    net = nn.Sequential(*layers)
+    to_pyro_module_(net)
+    return net
+
+
+def inverse_softplus(y):
+    """The inverse of ``softplus``: ``log(expm1(y))`` for ``y > 0``."""
+    y = torch.as_tensor(y)
+    return y + torch.log(-torch.expm1(-y))

@@ -1,0 +1,214 @@
+"""The training loop: Pyro ELBO + torch.optim, validation ELBO, early stopping, checkpoints.
+
+Reads top to bottom: load data, build model and guide, then per epoch a pass over
+shuffled minibatches (``loss_and_grads`` then ``optimizer.step``), a validation ELBO
+that updates no parameter, a line in ``metrics.jsonl`` and checkpoints
+(``last.pt`` every epoch, ``best.pt`` when the validation ELBO improves), written
+atomically. A NaN or infinite loss stops training and keeps the last good checkpoint.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numpy as np
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyrovae.build import build_elbo, build_model_and_guide
+from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pyrovae.data import batches, load_dataset
+from pyrovae.errors import ConfigError, PyrovaeError
+from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.inference.marginal import iwae
+from pyrovae.models import LIKELIHOODS
+from pyrovae.registry import lookup
+from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
+
+__all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
+
+
+class TrainingDiverged(PyrovaeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class TrainResult(NamedTuple):
+    run_dir: str  #: where the run was saved
+    epochs: int  #: epochs completed
+    best_epoch: int  #: epoch of the best validation ELBO (the best.pt checkpoint)
+    best_valid_elbo: float  #: nats per datapoint
+    stopped_early: bool
+    evaluation: dict | None  #: test-split evaluation (see pyrovae.evaluate), or None
+
+
+def resolve_device(name):
+    """:raises ConfigError: if CUDA is requested but not available."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@torch.no_grad()
+def validation_elbo(model, guide, x, seed, device):
+    """Mean single-sample ELBO over ``x`` (N, P), nats per datapoint; the same random draws
+    every call (common random numbers make epochs comparable); the global RNG is untouched."""
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        torch.manual_seed(seed)
+        result = iwae(model, guide, x.to(device), num_samples=1, batch_size=1000)
+    return float(result.elbo.mean())
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt so both stop training cleanly."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _truncate_metrics(path, last_epoch):
+    """Drop metric lines after ``last_epoch`` (written after the checkpoint a resume starts from)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["epoch"] <= last_epoch]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def train(config, out, resume=False, overwrite=False, progress=None, log=sys.stderr):
+    """Train ``config``'s model and guide; save the run in ``out``.
+
+    :param TrainConfig config: options (validated here).
+    :param str out: run directory; never overwritten unless ``overwrite``.
+    :param bool resume: continue the run in ``out`` from ``last.pt``.
+    :param progress: show a tqdm bar; None shows it only on a terminal.
+    :returns: a :class:`TrainResult`.
+    :raises ConfigError, DataError, UnknownNameError, CheckpointError: for bad input,
+        before anything is written.
+    :raises TrainingDiverged: when the loss is NaN or infinite; ``last.pt`` keeps the
+        last completed epoch.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    likelihood_cls = lookup(LIKELIHOODS, config.likelihood, "likelihood")
+    data = load_dataset(config.data, config.data_dir, binary=likelihood_cls.binary, split_seed=config.split_seed)
+    if config.batch_size > len(data.train):
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(data.train)} training examples")
+    model, guide = build_model_and_guide(config, data.num_pixels)
+    elbo = build_elbo(config, model)
+    dynamic = data.binarization == "dynamic"
+    for name in ("valid", "test") + (() if dynamic else ("train",)):
+        model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")
+    config = prepare_run_dir(out, config, resume, overwrite)  # first write happens here
+
+    seed_everything(config.seed)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+    guide.to(device)
+    num_train = len(data.train)
+    with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
+        elbo.loss(model, guide, data.train.x[:2].to(device), torch.arange(2), num_train)
+    params = list(pyro.infer.elbo.ELBOModule(model, guide, elbo).parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+
+    start_epoch, step, best, best_epoch, since_best = 0, 0, -math.inf, 0, 0
+    if resume:
+        state = load_checkpoint(os.path.join(out, LAST), map_location=device)
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], data_gen)
+        start_epoch, step = state["epoch"], state["step"]
+        best, best_epoch, since_best = state["best_valid_elbo"], state["best_epoch"], state["since_best"]
+        _truncate_metrics(os.path.join(out, METRICS), start_epoch)
+
+    def checkpoint(epoch):
+        return {
+            "model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": get_rng_state(data_gen), "epoch": epoch, "step": step, "best_valid_elbo": best,
+            "best_epoch": best_epoch, "since_best": since_best,
+        }
+
+    completed = start_epoch
+    stopped_early = since_best >= config.patience
+    bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", initial=start_epoch,
+               total=config.epochs, disable=None if progress is None else not progress)  # None: only on a tty
+    with _sigterm_as_interrupt():
+        try:
+            for epoch in bar:
+                if stopped_early:
+                    break
+                t0 = time.perf_counter()
+                total = 0.0
+                model.train(), guide.train()
+                for x, idx in batches(data.train, config.batch_size, data_gen, binarize=dynamic):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_and_grads(elbo, model, guide, x.to(device), idx.to(device), num_train)
+                    step += 1
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss} at step {step} (epoch {epoch + 1}); training stopped. "
+                            f"The last good checkpoint (epoch {completed}) is kept in {os.path.join(out, LAST)}; "
+                            "try a lower --lr"
+                        )
+                    optimizer.step()
+                    total += loss * x.shape[0] / num_train  # this batch's share of the full-data loss
+                model.eval(), guide.eval()
+                valid = validation_elbo(model, guide, data.valid.x, config.seed + 1, device)
+                completed = epoch + 1
+                if valid > best:
+                    best, best_epoch, since_best = valid, completed, 0
+                else:
+                    since_best += 1
+                stopped_early = since_best >= config.patience
+                record = {"epoch": completed, "step": step, "train_elbo": -total / num_train,
+                          "valid_elbo": valid, "seconds": time.perf_counter() - t0}
+                state = checkpoint(completed)
+                if best_epoch == completed:
+                    save_checkpoint(os.path.join(out, BEST), state)
+                save_checkpoint(os.path.join(out, LAST), state)
+                with open(os.path.join(out, METRICS), "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{valid:.2f}")
+                if bar.disable and (completed % 10 == 0 or completed == config.epochs or stopped_early):
+                    print(f"epoch {completed}/{config.epochs}: train ELBO {record['train_elbo']:.3f}, "
+                          f"valid ELBO {valid:.3f} nats", file=log, flush=True)
+                if stopped_early:
+                    print(f"early stopping at epoch {completed}: no better validation ELBO for "
+                          f"{config.patience} epochs (best {best:.3f} at epoch {best_epoch})", file=log)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; epoch {completed} is saved in {os.path.join(out, LAST)}; "
+                  f"continue with: pyrovae train --out {out} --resume", file=log)
+            raise
+        finally:
+            bar.close()
+
+    evaluation = None
+    if config.eval_num_samples > 0:
+        from pyrovae.evaluate import evaluate_run
+
+        evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data)
+    return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation)
