@@ -32,6 +32,11 @@ class BernoulliLikelihood(PyroModule):
         """:param logits: shape (..., P). :returns: a distribution with event shape (P,)."""
         return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
 
+    def output_for_mean(self, mean):
+        """The decoder output whose mean is ``mean`` (P,): the log-odds, clamped away from 0 and 1."""
+        mean = mean.clamp(1e-3, 1 - 1e-3)
+        return torch.log(mean) - torch.log1p(-mean)
+
     def check_data(self, x, what="data"):
         """:raises DataError: unless every value of ``x`` is 0 or 1."""
         bad = (x != 0) & (x != 1)
@@ -64,6 +69,10 @@ class GaussianLikelihood(PyroModule):
     def forward(self, loc):
         """:param loc: shape (..., P). :returns: a distribution with event shape (P,)."""
         return dist.Normal(loc, self.scale, validate_args=False).to_event(1)
+
+    def output_for_mean(self, mean):
+        """The decoder output whose mean is ``mean`` (P,): the mean itself."""
+        return mean
 
     def check_data(self, x, what="data"):
         """Gaussian data may take any finite value; finiteness is checked by the loader."""

@@ -6,6 +6,7 @@ arXiv:1312.6114).
 """
 
 import pyro
+import torch
 from pyro.nn import PyroModule
 
 from pyrovae.models.plates import data_plate
@@ -37,6 +38,12 @@ class VAE(PyroModule):
         self.prior = prior
         self.likelihood = likelihood
         self.decoder = mlp([latent_dim, *hidden, likelihood.num_outputs], activation)
+
+    @torch.no_grad()
+    def initialize_from_data(self, x):
+        """Set the decoder's output bias so that p(x | z) starts at the data's mean pixel
+        values: x (N, P), training data. Speeds early training; done once, before the first step."""
+        self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
 
     def forward(self, x, idx=None, num_data=None):
         """Run the model on a batch.

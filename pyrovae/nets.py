@@ -37,7 +37,8 @@ def mlp(sizes, activation="tanh"):
     """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with no activation on the output.
 
     The network acts on the last dimension, so inputs of shape (S, B, in) give (S, B, out).
-    It is converted to a :class:`~pyro.nn.PyroModule` so that its parameters appear as
+    Weights start from Glorot & Bengio's (2010) uniform initialization and biases at zero,
+    as in Burda et al. (2016, appendix C). It is converted to a :class:`~pyro.nn.PyroModule` so that its parameters appear as
     ``param`` sites in Pyro traces (estimators that call ``backward`` themselves, such as
     ``TraceGraph_ELBO`` and ``RenyiELBO``, only differentiate when they see such sites).
 
@@ -49,7 +50,10 @@ def mlp(sizes, activation="tanh"):
     act = lookup(ACTIVATIONS, activation, "activation")
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
+        linear = nn.Linear(n_in, n_out)
+        nn.init.xavier_uniform_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
         if i < len(sizes) - 2:
             layers.append(act())
     net = nn.Sequential(*layers)

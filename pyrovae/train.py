@@ -117,6 +117,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     data = load_dataset(config.data, config.data_dir, binary=likelihood_cls.binary, split_seed=config.split_seed)
     if config.batch_size > len(data.train):
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(data.train)} training examples")
+    seed_everything(config.seed)  # before building: initial weights follow --seed
     model, guide = build_model_and_guide(config, data.num_pixels)
     elbo = build_elbo(config, model)
     dynamic = data.binarization == "dynamic"
@@ -124,8 +125,9 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")
     config = prepare_run_dir(out, config, resume, overwrite)  # first write happens here
 
-    seed_everything(config.seed)
     data_gen = torch.Generator().manual_seed(config.seed)
+    if not resume and hasattr(model, "initialize_from_data"):
+        model.initialize_from_data(data.train.x)
     model.to(device)
     guide.to(device)
     num_train = len(data.train)

@@ -1,0 +1,139 @@
+"""Data loading: bundled digits, the standard file formats, and clear errors for bad input."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pyrovae.data import batches, load_dataset
+from pyrovae.errors import DataError
+
+
+def test_digits_threshold_binarized_and_seeded_split():
+    d = load_dataset("digits")
+    assert d.num_pixels == 64 and d.image_shape == (8, 8) and d.binarization == "threshold"
+    assert len(d.train) + len(d.valid) + len(d.test) == 1797
+    for split in (d.train, d.valid, d.test):
+        assert set(split.x.unique().tolist()) <= {0.0, 1.0}
+        assert split.y.shape == (len(split),)
+    again, other = load_dataset("digits"), load_dataset("digits", split_seed=1)
+    assert torch.equal(d.test.x, again.test.x)
+    assert not torch.equal(d.test.y, other.test.y)
+
+
+def test_digits_continuous_for_gaussian_likelihood():
+    d = load_dataset("digits", binary=False)
+    assert d.binarization == "none"
+    assert ((d.train.x > 0) & (d.train.x < 1)).any()
+
+
+def _write_amat(folder, rows, gz):
+    for part, n in (("train", rows), ("valid", 3), ("test", 4)):
+        x = (np.random.default_rng(0).random((n, 784)) > 0.8).astype(int)
+        text = "\n".join(" ".join(map(str, r)) for r in x) + "\n"
+        name = folder / f"binarized_mnist_{part}.amat"
+        if gz:
+            with gzip.open(str(name) + ".gz", "wt") as f:
+                f.write(text)
+        else:
+            name.write_text(text)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_binarized_mnist_plain_and_gzipped(tmp_path, gz):
+    _write_amat(tmp_path, 5, gz)
+    d = load_dataset("binarized-mnist", str(tmp_path))
+    assert (len(d.train), len(d.valid), len(d.test)) == (5, 3, 4)
+    assert d.num_pixels == 784 and d.binarization == "static"
+
+
+def test_missing_files_named_with_folder(tmp_path):
+    with pytest.raises(DataError, match=r"binarized_mnist_train\.amat or binarized_mnist_train\.amat\.gz in .*"):
+        load_dataset("binarized-mnist", str(tmp_path))
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("mnist", None)
+
+
+def _write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_dynamic_binarization(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    d = load_dataset("fashion-mnist", str(tmp_path))
+    assert d.binarization == "dynamic" and d.num_pixels == 784
+    assert (len(d.train), len(d.valid), len(d.test)) == (50, 10, 10)
+    assert ((d.train.x > 0) & (d.train.x < 1)).any()  # intensities, binarized per batch
+    assert set(d.test.x.unique().tolist()) <= {0.0, 1.0}  # binarized once, with a fixed seed
+    assert torch.equal(d.test.x, load_dataset("fashion-mnist", str(tmp_path)).test.x)
+    x, _ = next(batches(d.train, 8, torch.Generator().manual_seed(0), binarize=True))
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_corrupted_idx_file(tmp_path):
+    for prefix in ("train", "t10k"):
+        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(b"not an idx file")
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(b"nope")
+    with pytest.raises(DataError, match="IDX"):
+        load_dataset("mnist", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros(50), r"shape \(N, P\)"),
+        (np.zeros((50, 2, 2, 2)), r"shape \(N, P\)"),
+        (np.zeros((5, 4)), "at least 10"),
+        (np.zeros((0, 4)), "at least 10"),
+        (np.full((20, 4), np.nan), "non-finite"),
+        (np.full((20, 4), 1.5), r"\[0, 1\]"),
+        (-np.ones((20, 4)), r"\[0, 1\]"),
+    ],
+)
+def test_bad_user_arrays(tmp_path, array, message):
+    path = tmp_path / "x.npy"
+    np.save(path, array)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+def test_user_array_outside_unit_interval_fine_for_gaussian(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(30, 4)))
+    d = load_dataset(str(path), binary=False)
+    assert len(d.train) == 24 and d.binarization == "none"
+
+
+def test_user_npz_splits_and_images(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.random((12, 3, 3)), x_valid=rng.random((11, 3, 3)), x_test=rng.random((10, 3, 3)),
+             y_train=np.arange(12))
+    d = load_dataset(str(path))
+    assert d.image_shape == (3, 3) and d.num_pixels == 9 and d.binarization == "dynamic"
+    assert d.train.y.tolist() == list(range(12)) and d.test.y is None
+
+
+def test_pickled_array_refused(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([{"a": 1}] * 12, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="pickled"):
+        load_dataset(str(path))
+
+
+def test_unknown_dataset_lists_names():
+    with pytest.raises(DataError, match="binarized-mnist, digits, fashion-mnist, mnist"):
+        load_dataset("cifar")
+
+
+def test_batches_cover_each_example_once():
+    d = load_dataset("digits")
+    seen = torch.cat([idx for _, idx in batches(d.train, 100, torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(len(d.train)))

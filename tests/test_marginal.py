@@ -1,0 +1,101 @@
+"""The IWAE evaluator against closed-form answers on probabilistic PCA."""
+
+import math
+
+import pytest
+import torch
+
+from pyrovae.inference.marginal import active_units, iwae, log_weights
+from tests.exact import make_ppca
+
+
+@pytest.fixture(scope="module")
+def ppca():
+    return make_ppca(num_pixels=6, latent_dim=3, sigma=0.5, num_data=40)
+
+
+def _mc_stderr(result):
+    """Delta-method standard error of log p-hat per datapoint: Var(w)/(K E[w]^2) = (K/ESS - 1)/K."""
+    K = result.num_samples
+    return ((K / result.ess - 1).clamp(min=0) / K).sqrt()
+
+
+def test_exact_posterior_guide_closes_the_gap(ppca):
+    torch.manual_seed(0)
+    exact = ppca.log_marginal(ppca.x).double()
+    result = iwae(ppca.model, ppca.guide_at(), ppca.x, num_samples=3)
+    # log w = log p(x) for every sample: IWAE, ELBO and log p(x) coincide, ESS is K
+    assert torch.allclose(result.log_likelihood, exact, atol=1e-4)
+    assert torch.allclose(result.elbo, exact, atol=1e-4)
+    assert torch.allclose(result.ess, torch.full_like(result.ess, 3.0), atol=1e-3)
+
+
+def test_iwae_matches_exact_log_marginal_within_mc_error(ppca):
+    torch.manual_seed(1)
+    exact = ppca.log_marginal(ppca.x).double()
+    result = iwae(ppca.model, ppca.guide_at(loc_shift=0.4, scale_factor=1.6), ppca.x, num_samples=5000,
+                  batch_size=7, max_rows=3000)  # odd chunks exercise the streaming log-sum-exp
+    err = result.log_likelihood - exact
+    se = _mc_stderr(result)
+    assert (err.abs() < 4 * se + 1e-3).all(), (err, se)
+    # the average over datapoints is tighter still
+    assert abs(err.mean()) < 4 * se.pow(2).mean().sqrt() / math.sqrt(len(err)) + 1e-3
+    assert result.log_likelihood.shape == (40,)
+
+
+def test_elbo_equals_log_marginal_minus_kl_and_stays_below(ppca):
+    torch.manual_seed(2)
+    shift, factor = 0.5, 0.6
+    exact = ppca.log_marginal(ppca.x).double()
+    guide = ppca.guide_at(shift, factor)
+    result = iwae(ppca.model, guide, ppca.x, num_samples=5000)
+    expected = exact - ppca.kl_to_posterior(ppca.x, shift, factor).double()
+    with torch.no_grad():
+        lw, _, _, _ = log_weights(ppca.model, guide, ppca.x, 5000)  # (S, B)
+    se = lw.double().std(0) / math.sqrt(5000)
+    assert ((lw.double().mean(0) - expected).abs() < 4 * se).all()
+    assert ((result.elbo - expected).abs() < 4 * se).all()
+    assert (result.elbo < exact).all()
+    # reconstruction - KL is the ELBO, KL to the prior is positive
+    assert torch.allclose(result.reconstruction - result.kl, result.elbo, atol=1e-6)
+    assert (result.kl > 0).all()
+
+
+def test_iwae_increases_with_k_on_average(ppca):
+    guide = ppca.guide_at(loc_shift=0.5, scale_factor=2.0)
+    exact = ppca.log_marginal(ppca.x).double().mean()
+    means = []
+    for K in (1, 10, 100, 1000):
+        torch.manual_seed(3)
+        means.append(float(iwae(ppca.model, guide, ppca.x, num_samples=K).log_likelihood.mean()))
+    assert means[0] < means[1] < means[2] <= means[3] + 1e-3, means
+    assert means[3] < exact + 0.01
+    assert exact - means[3] < 0.1 * (exact - means[0])  # most of the gap is closed at K=1000
+
+
+def test_posterior_mean_and_active_units(ppca):
+    result = iwae(ppca.model, ppca.guide_at(), ppca.x, num_samples=2)
+    loc, _ = ppca.posterior(ppca.x)
+    assert torch.allclose(result.posterior_mean["z"].float(), loc, atol=1e-5)
+    assert active_units(loc) == 3
+    collapsed = torch.cat([loc[:, :1], torch.zeros(40, 2)], dim=1)
+    assert active_units(collapsed) == 1
+
+
+def test_global_latent_is_refused():
+    import pyro
+    import pyro.distributions as dist
+
+    class Model(torch.nn.Module):
+        max_plate_nesting = 1
+
+        def forward(self, x):
+            mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            with pyro.plate("data", x.shape[0], dim=-1):
+                pyro.sample("x", dist.Normal(mu, 1.0), obs=x[:, 0])
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="per-datapoint"):
+        iwae(Model(), guide, torch.zeros(4, 1), num_samples=3)

@@ -1,0 +1,128 @@
+"""Training runs: the CLI on digits, evaluation reproducibility, run directories, resume, faults."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyrovae import cli, train as train_module
+from pyrovae.checkpoint import load_checkpoint
+from pyrovae.config import TrainConfig
+from pyrovae.train import TrainingDiverged, train
+
+SMALL = ["--hidden", "32", "--latent-dim", "4", "--eval-num-samples", "20"]
+
+
+def _small_config(**kw):
+    return TrainConfig(hidden=(32,), latent_dim=4, eval_num_samples=0, **kw)
+
+
+def test_cli_smoke_on_digits(tmp_path):
+    """The console entry point end to end, in a fresh process."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "pyrovae", "train", "--epochs", "3", "--out", str(out), *SMALL],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run saved in {out}" in proc.stdout
+    assert "test log-likelihood (IWAE, K=20)" in proc.stdout
+    assert sorted(os.listdir(out)) == ["best.pt", "config.json", "eval_test_K20.json", "last.pt", "metrics.jsonl"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    report = json.loads((out / "eval_test_K20.json").read_text())
+    for key in ("log_likelihood", "elbo", "num_samples", "split", "num_examples", "active_units"):
+        assert key in report
+    assert report["split"] == "test" and report["num_examples"] == 179 and report["num_samples"] == 20
+    assert report["elbo"] <= report["log_likelihood"] < 0
+    assert json.loads((out / "config.json").read_text())["epochs"] == 3
+
+
+def test_evaluate_twice_identical(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--epochs", "2", "--out", out, *SMALL]) == 0
+    capsys.readouterr()
+    args = ["evaluate", out, "--num-samples", "50", "--split", "valid"]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out == first
+    assert json.loads(first)["split"] == "valid"
+    assert cli.main([*args, "--seed", "1"]) == 0
+    assert capsys.readouterr().out != first
+
+
+def test_existing_run_dir_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error:") and "--overwrite" in err and "Traceback" not in err
+    assert os.listdir(out) == ["precious.txt"]
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *SMALL]) == 0
+    assert "precious.txt" not in os.listdir(out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--guide", "nope"], "valid names: amortized"),
+        (["--elbo", "nope"], "valid names: enum, iwae, meanfield, trace, tracegraph"),
+        (["--elbo", "enum"], "has none"),
+        (["--latent-dim", "0"], "--latent-dim must be positive"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--batch-size", "5000"], "exceeds the 1438 training examples"),
+        (["--data", "missing.npy"], "no such file"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "cuda"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight = str(tmp_path / "straight")
+    train(_small_config(epochs=4), straight, progress=False)
+    split = str(tmp_path / "split")
+    train(_small_config(epochs=2), split, progress=False)
+    result = train(_small_config(epochs=4), split, resume=True, progress=False)
+    assert result.epochs == 4
+    a, b = load_checkpoint(os.path.join(straight, "last.pt")), load_checkpoint(os.path.join(split, "last.pt"))
+    for part in ("model", "guide"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), key
+    metrics = [open(os.path.join(d, "metrics.jsonl")).read().splitlines() for d in (straight, split)]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in m] for m in metrics]
+    assert strip[0] == strip[1]
+
+
+def test_resume_with_different_options_refused(tmp_path):
+    out = str(tmp_path / "run")
+    train(_small_config(epochs=1), out, progress=False)
+    assert cli.main(["train", "--out", out, "--resume", "--lr", "0.1", "--epochs", "2"]) == 2
+    assert cli.main(["train", "--out", out, "--resume", "--epochs", "2"]) == 0  # saved options reused
+    assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 2
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    real = train_module.loss_and_grads
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return math.nan if calls["n"] == 20 else loss  # step 20 is in epoch 2 (15 steps per epoch)
+
+    monkeypatch.setattr(train_module, "loss_and_grads", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 20 .epoch 2.*epoch 1"):
+        train(_small_config(epochs=3), out, progress=False)
+    assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 1
+    assert len(open(os.path.join(out, "metrics.jsonl")).read().splitlines()) == 1
