@@ -26,6 +26,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
+from tqdm.auto import tqdm
 
 __all__ = ["IWAEResult", "log_weights", "iwae", "active_units"]
 
@@ -92,7 +93,7 @@ def log_weights(model, guide, x, num_samples):
 
 
 @torch.no_grad()
-def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000):
+def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False):
     """Per-datapoint IWAE log-likelihood, ELBO, reconstruction, KL and ESS.
 
     :param torch.Tensor x: data, shape (N, P).
@@ -100,12 +101,15 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000):
     :param int batch_size: examples per chunk.
     :param int max_rows: most (samples x examples) rows evaluated at once; bounds memory
         to about ``max_rows * P`` floats per intermediate tensor.
+    :param progress: a tqdm progress bar over examples; None shows it only on a terminal.
     :returns: an :class:`IWAEResult`, tensors of shape (N,), float64.
     :raises ValueError: if a site's log-probability is not per datapoint (global latents).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     results = []
+    bar = tqdm(total=x.shape[0], desc=f"IWAE K={num_samples}", unit="example",
+               disable=None if progress is None else not progress)
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
         chunk = max(1, min(num_samples, max_rows // xb.shape[0]))
@@ -129,6 +133,8 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000):
             for name, vals in mean_sums.items()
         }
         results.append((lse_w - math.log(num_samples), elbo, recon, recon - elbo, (2 * lse_w - lse_2w).exp(), post))
+        bar.update(xb.shape[0])
+    bar.close()
     cat = [torch.cat([r[i] for r in results]) for i in range(5)]
     post = {
         name: None if any(r[5][name] is None for r in results) else torch.cat([r[5][name] for r in results])

@@ -21,6 +21,13 @@ __all__ = ["main"]
 DEFAULTS = TrainConfig()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other pyrovae error (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"pyrovae: error: {message} (see {self.prog} --help)\n")
+
+
 def _hidden(text):
     try:
         return parse_hidden(text)
@@ -74,8 +81,8 @@ def _evaluate_parser(sub):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _train_parser(sub)
     _evaluate_parser(sub)
     return parser

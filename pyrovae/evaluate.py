@@ -57,12 +57,13 @@ def load_run(run_dir, checkpoint="best", device="cpu"):
 
 
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
-                 batch_size=100, max_rows=20000, data=None):
+                 batch_size=100, max_rows=20000, data=None, progress=None):
     """Evaluate a run directory; see the module doc for the fields.
 
     :param int num_samples: K importance samples per datapoint.
     :param int seed: seeds the sampling, so the same seed gives identical numbers.
     :param data: an already loaded :class:`~pyrovae.data.Dataset` (skips reloading).
+    :param progress: show a progress bar; None shows it only on a terminal.
     :returns: an :class:`Evaluation`; its report is also written to ``eval_{split}_K{K}.json``.
     :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
     """
@@ -86,7 +87,7 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
-        result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows)
+        result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress)
     seconds = time.perf_counter() - t0
 
     n = x.shape[0]

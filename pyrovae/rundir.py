@@ -36,6 +36,9 @@ def prepare_run_dir(out, config, resume=False, overwrite=False):
                 f"--resume: the options differ from {os.path.join(out, CONFIG)} ({'; '.join(diff)}); "
                 "resume with the saved options, or start a new run with another --out"
             )
+        for name in os.listdir(out):  # partial writes of a process killed mid-checkpoint
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(out, name))
         return TrainConfig.from_dict({**old, **{k: new[k] for k in RESUMABLE}})
     if exists:
         if not overwrite:

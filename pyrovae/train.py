@@ -11,10 +11,8 @@ import json
 import math
 import os
 import random
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +29,7 @@ from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
+from pyrovae.signals import GracefulStop
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
 
@@ -71,23 +70,6 @@ def validation_elbo(model, guide, x, seed, device):
     return float(result.elbo.mean())
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so both stop training cleanly."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _truncate_metrics(path, last_epoch):
     """Drop metric lines after ``last_epoch`` (written after the checkpoint a resume starts from)."""
     if not os.path.exists(path):
@@ -110,6 +92,8 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         before anything is written.
     :raises TrainingDiverged: when the loss is NaN or infinite; ``last.pt`` keeps the
         last completed epoch.
+    :raises KeyboardInterrupt: after SIGINT or SIGTERM, once ``last.pt`` holds the state
+        after the current step (resuming from it gives the uninterrupted run's results).
     """
     config.validate()
     device = resolve_device(config.device)
@@ -131,12 +115,17 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     model.to(device)
     guide.to(device)
     num_train = len(data.train)
+    x0 = data.train.x[:2]
+    if dynamic:  # its own generator: the data order stays a function of the seed alone
+        x0 = torch.bernoulli(x0, generator=torch.Generator().manual_seed(config.seed))
     with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
-        elbo.loss(model, guide, data.train.x[:2].to(device), torch.arange(2), num_train)
+        elbo.loss(model, guide, x0.to(device), torch.arange(2), num_train)
     params = list(pyro.infer.elbo.ELBOModule(model, guide, elbo).parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
 
     start_epoch, step, best, best_epoch, since_best = 0, 0, -math.inf, 0, 0
+    # where an interrupted epoch stopped: batches done, data RNG at its start, its loss so far
+    position = {"batch": 0, "epoch_data_rng": data_gen.get_state(), "partial_total": 0.0}
     if resume:
         state = load_checkpoint(os.path.join(out, LAST), map_location=device)
         model.load_state_dict(state["model"])
@@ -145,28 +134,40 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         set_rng_state(state["rng"], data_gen)
         start_epoch, step = state["epoch"], state["step"]
         best, best_epoch, since_best = state["best_valid_elbo"], state["best_epoch"], state["since_best"]
+        position = {key: state[key] for key in position}
         _truncate_metrics(os.path.join(out, METRICS), start_epoch)
 
-    def checkpoint(epoch):
+    def checkpoint(epoch, **where):
         return {
             "model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": get_rng_state(data_gen), "epoch": epoch, "step": step, "best_valid_elbo": best,
             "best_epoch": best_epoch, "since_best": since_best,
+            **{"batch": 0, "epoch_data_rng": data_gen.get_state(), "partial_total": 0.0, **where},
         }
+
+    def stop_here(signal_name, where):
+        print(f"\n{signal_name}: stopped cleanly at step {step}; {where} is saved in {os.path.join(out, LAST)}; "
+              f"continue with: pyrovae train --out {out} --resume", file=log, flush=True)
+        raise KeyboardInterrupt
 
     completed = start_epoch
     stopped_early = since_best >= config.patience
     bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", initial=start_epoch,
                total=config.epochs, disable=None if progress is None else not progress)  # None: only on a tty
-    with _sigterm_as_interrupt():
+    with GracefulStop() as stop:
         try:
             for epoch in bar:
                 if stopped_early:
                     break
                 t0 = time.perf_counter()
-                total = 0.0
+                skip, total = position["batch"], position["partial_total"]
+                if skip:  # resume inside this epoch: replay its data order up to where it stopped
+                    data_gen.set_state(position["epoch_data_rng"])
+                epoch_data_rng = data_gen.get_state()
                 model.train(), guide.train()
-                for x, idx in batches(data.train, config.batch_size, data_gen, binarize=dynamic):
+                for batch, (x, idx) in enumerate(batches(data.train, config.batch_size, data_gen, dynamic), 1):
+                    if batch <= skip:
+                        continue
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_and_grads(elbo, model, guide, x.to(device), idx.to(device), num_train)
                     step += 1
@@ -178,6 +179,11 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                         )
                     optimizer.step()
                     total += loss * x.shape[0] / num_train  # this batch's share of the full-data loss
+                    if stop.requested:
+                        save_checkpoint(os.path.join(out, LAST), checkpoint(
+                            completed, batch=batch, epoch_data_rng=epoch_data_rng, partial_total=total))
+                        stop_here(stop.requested, f"epoch {epoch + 1}, batch {batch}")
+                position.update(batch=0, partial_total=0.0)  # later epochs start from their beginning
                 model.eval(), guide.eval()
                 valid = validation_elbo(model, guide, data.valid.x, config.seed + 1, device)
                 completed = epoch + 1
@@ -201,10 +207,8 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                 if stopped_early:
                     print(f"early stopping at epoch {completed}: no better validation ELBO for "
                           f"{config.patience} epochs (best {best:.3f} at epoch {best_epoch})", file=log)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted; epoch {completed} is saved in {os.path.join(out, LAST)}; "
-                  f"continue with: pyrovae train --out {out} --resume", file=log)
-            raise
+                if stop.requested:
+                    stop_here(stop.requested, f"epoch {completed}")
         finally:
             bar.close()
 
@@ -212,5 +216,6 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     if config.eval_num_samples > 0:
         from pyrovae.evaluate import evaluate_run
 
-        evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data)
+        evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
+                                  progress=progress)
     return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation)

@@ -18,7 +18,7 @@ SMALL = ["--hidden", "32", "--latent-dim", "4", "--eval-num-samples", "20"]
 
 
 def _small_config(**kw):
-    return TrainConfig(hidden=(32,), latent_dim=4, eval_num_samples=0, **kw)
+    return TrainConfig(**{"hidden": (32,), "latent_dim": 4, "eval_num_samples": 0, **kw})
 
 
 def test_cli_smoke_on_digits(tmp_path):
@@ -70,6 +70,13 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
     "args, message",
     [
         (["--guide", "nope"], "valid names: amortized"),
+        (["--model", "nope"], "valid names: vae"),
+        (["--prior", "nope"], "valid names: standard-normal"),
+        (["--likelihood", "nope"], "valid names: bernoulli, gaussian"),
+        (["--activation", "nope"], "valid names: elu, gelu, relu, softplus, tanh"),
+        (["--hidden", "200,0"], "positive integers"),
+        (["--epochs", "x"], "invalid int value"),
+        (["--patience", "0"], "--patience must be at least 1"),
         (["--elbo", "nope"], "valid names: enum, iwae, meanfield, trace, tracegraph"),
         (["--elbo", "enum"], "has none"),
         (["--latent-dim", "0"], "--latent-dim must be positive"),
@@ -81,10 +88,25 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
 )
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    assert cli.main(["train", "--out", str(out), *args]) == 2
+    try:
+        code = cli.main(["train", "--out", str(out), *args])
+    except SystemExit as stop:  # argparse's own checks
+        code = stop.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_dynamic_binarization_trains(tmp_path):
+    """A user array of intensities in [0, 1] is binarized per batch (and once for valid/test)."""
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((60, 9)))
+    result = train(_small_config(data=str(path), epochs=2, batch_size=10, eval_num_samples=5),
+                   str(tmp_path / "run"), progress=False)
+    assert result.epochs == 2 and math.isfinite(result.evaluation.report["log_likelihood"])
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -126,3 +148,40 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         train(_small_config(epochs=3), out, progress=False)
     assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 1
     assert len(open(os.path.join(out, "metrics.jsonl")).read().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        ([[0.0, float("nan")]] * 20, "non-finite value nan at row 0, column 1"),
+        ([[0.0, 1.0]], "1 examples; need at least 10"),
+        ([[0.0, 3.0]] * 20, "values must lie in [0, 1] for the Bernoulli likelihood, found min 0, max 3"),
+        ([0.0] * 20, "shape (N, P)"),
+    ],
+)
+def test_bad_data_through_the_cli(tmp_path, capsys, array, message):
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.array(array))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_evaluate_bad_run_directories(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "nowhere")]) == 2
+    assert "not a pyrovae run directory" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--num-samples", "0"]) == 2
+    assert "--num-samples must be a positive integer" in capsys.readouterr().err
+    data = (out / "best.pt").read_bytes()
+    (out / "best.pt").write_bytes(data[:1000])
+    assert cli.main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could not load checkpoint" in err and err.count("\n") == 1
+    assert (out / "last.pt").exists()  # nothing else touched
