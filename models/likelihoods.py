@@ -15,6 +15,13 @@ from pyrovae.errors import DataError
 __all__ = ["BernoulliLikelihood", "GaussianLikelihood", "LIKELIHOODS"]
 
 
+def _per_pixel(pixel_dist, mask):
+    """Independent pixels as one event of shape (P,), optionally masked pixel by pixel."""
+    if mask is not None:
+        pixel_dist = pixel_dist.mask(mask)
+    return pixel_dist.to_event(1)
+
+
 class BernoulliLikelihood(PyroModule):
     """x_p ~ Bernoulli(sigmoid(logits_p)) independently over the P pixels; x in {0, 1}^P.
 
@@ -28,9 +35,10 @@ class BernoulliLikelihood(PyroModule):
         self.num_pixels = num_pixels
         self.num_outputs = num_pixels
 
-    def forward(self, logits):
-        """:param logits: shape (..., P). :returns: a distribution with event shape (P,)."""
-        return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
+    def forward(self, logits, mask=None):
+        """:param logits: shape (..., P). :param mask: optional bool (..., P), False on pixels
+        left out of the likelihood (missing). :returns: a distribution with event shape (P,)."""
+        return _per_pixel(dist.Bernoulli(logits=logits, validate_args=False), mask)
 
     def output_for_mean(self, mean):
         """The decoder output whose mean is ``mean`` (P,): the log-odds, clamped away from 0 and 1."""
@@ -66,9 +74,10 @@ class GaussianLikelihood(PyroModule):
         else:
             self.register_buffer("scale", torch.full((num_pixels,), float(scale)))
 
-    def forward(self, loc):
-        """:param loc: shape (..., P). :returns: a distribution with event shape (P,)."""
-        return dist.Normal(loc, self.scale, validate_args=False).to_event(1)
+    def forward(self, loc, mask=None):
+        """:param loc: shape (..., P). :param mask: optional bool (..., P), False on pixels
+        left out of the likelihood (missing). :returns: a distribution with event shape (P,)."""
+        return _per_pixel(dist.Normal(loc, self.scale, validate_args=False), mask)
 
     def output_for_mean(self, mean):
         """The decoder output whose mean is ``mean`` (P,): the mean itself."""

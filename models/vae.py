@@ -45,13 +45,15 @@ class VAE(PyroModule):
         values: x (N, P), training data. Speeds early training; done once, before the first step."""
         self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
 
-    def forward(self, x, idx=None, num_data=None):
+    def forward(self, x, idx=None, num_data=None, mask=None):
         """Run the model on a batch.
 
         :param torch.Tensor x: observations, shape (B, P).
         :param torch.Tensor idx: the batch's indices in the dataset, shape (B,), or None.
         :param int num_data: dataset size, for full-data scaling of minibatch ELBOs.
+        :param torch.Tensor mask: optional bool (B, P): only pixels marked True are observed
+            (missing-pixel imputation); None observes every pixel.
         """
         with data_plate(x, idx, num_data):
             z = pyro.sample("z", self.prior())  # (B, D) or (S, B, D)
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood(self.decoder(z), mask), obs=x)

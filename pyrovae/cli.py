@@ -1,4 +1,4 @@
-"""Command line: ``pyrovae train`` and ``pyrovae evaluate``.
+"""Command line: ``pyrovae train``, ``evaluate``, ``plot`` and ``impute``.
 
 Errors the user can fix print one line, ``pyrovae: error: ...``, and exit with status 2;
 a diverged run exits with status 1, an interrupted one with 130.
@@ -80,11 +80,43 @@ def _evaluate_parser(sub):
     return p
 
 
+def _plot_parser(sub):
+    p = sub.add_parser("plot", help="write the run's figures (samples, reconstructions, latent space, ...)",
+                       description="Write PNG figures of a run into its directory (see pyrovae.plots).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _impute_parser(sub):
+    from pyrovae.impute import MASKS, METHODS
+
+    p = sub.add_parser("impute", help="hide pixels of test images and fill them from the posterior predictive",
+                       description="Missing-pixel imputation against a mean-fill baseline (see pyrovae.impute).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--mask", default="random", choices=MASKS, help="which pixels to hide (default random)")
+    p.add_argument("--missing-fraction", type=float, default=0.5, help="share hidden by --mask random (default 0.5)")
+    p.add_argument("--method", default="per-example", choices=METHODS,
+                   help="per-example: refine from the encoder on the masked ELBO (default); encoder: q as is")
+    p.add_argument("--steps", type=int, default=200, help="refinement steps of per-example (default 200)")
+    p.add_argument("--num-examples", type=int, default=1000, help="random images of the split (default 1000)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples per image (default 1000)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="cpu")
+    return p
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _plot_parser(sub)
+    _impute_parser(sub)
     return parser
 
 
@@ -129,6 +161,8 @@ def cmd_train(args):
               f"± {r['log_likelihood_stderr']:.3f} nats per datapoint; ELBO {r['elbo']:.3f}; "
               f"active units {r['active_units']}/{r['latent_dim']}")
         print(f"evaluation saved in {result.evaluation.path}")
+    if result.figures:
+        print("figures: " + ", ".join(os.path.basename(p) for p in result.figures))
     return 0
 
 
@@ -144,7 +178,40 @@ def cmd_evaluate(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+def cmd_plot(args):
+    from pyrovae.plots import plot_run
+    from pyrovae.run import load_run
+    from pyrovae.train import resolve_device
+
+    run = load_run(args.run_dir, args.checkpoint, str(resolve_device(args.device)))
+    for path in plot_run(args.run_dir, run.model, run.guide, run.data, split=args.split):
+        print(path)
+    return 0
+
+
+def cmd_impute(args):
+    from pyrovae.impute import impute_run
+    from pyrovae.train import resolve_device
+
+    result = impute_run(args.run_dir, mask=args.mask, missing_fraction=args.missing_fraction, method=args.method,
+                        num_examples=args.num_examples, steps=args.steps, num_samples=args.num_samples,
+                        split=args.split, seed=args.seed, checkpoint=args.checkpoint,
+                        device=str(resolve_device(args.device)))
+    r = result.report
+    print(f"{r['num_examples']} {r['split']} images, {r['mask']} mask ({r['missing_fraction']:.0%} of pixels "
+          f"missing), {r['method']}:")
+    print(f"{'':24}{'log p(x_m|x_o) / image':>24}{'/ pixel':>10}{'MSE':>9}" + (f"{'error':>9}" if "missing_error" in r else ""))
+    for name, prefix in (("pyrovae", ""), ("mean-fill baseline", "baseline_")):
+        line = (f"{name:24}{r[prefix + 'missing_log_likelihood']:>24.3f}{r[prefix + 'missing_log_likelihood_per_pixel']:>10.4f}"
+                f"{r[prefix + 'missing_mse']:>9.4f}")
+        if "missing_error" in r:
+            line += f"{r[prefix + 'missing_error']:>9.4f}"
+        print(line)
+    print(f"saved in {result.path} and {result.figure}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute}
 
 
 def main(argv=None):

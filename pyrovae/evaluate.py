@@ -21,39 +21,18 @@ from typing import NamedTuple
 
 import torch
 
-from pyrovae.build import build_model_and_guide
-from pyrovae.checkpoint import atomic_write_text, load_checkpoint
-from pyrovae.config import TrainConfig
-from pyrovae.data import load_dataset
-from pyrovae.errors import CheckpointError, ConfigError
+from pyrovae.checkpoint import atomic_write_text
+from pyrovae.errors import ConfigError
 from pyrovae.inference.marginal import active_units, iwae
-from pyrovae.models import LIKELIHOODS
-from pyrovae.rundir import BEST, CONFIG, LAST
+from pyrovae.run import load_run
 
-__all__ = ["evaluate_run", "load_run", "Evaluation"]
+__all__ = ["evaluate_run", "Evaluation"]
 
 
 class Evaluation(NamedTuple):
     report: dict  #: the numbers, as written to ``path`` (see the module doc)
     path: str  #: the JSON file written in the run directory
     seconds: float  #: wall-clock time of the estimate (not in the report, which is reproducible)
-
-
-def load_run(run_dir, checkpoint="best", device="cpu"):
-    """Read a run's ``config.json`` and one of its checkpoints.
-
-    :param str checkpoint: "best" or "last".
-    :returns: ``(config, state)``: a TrainConfig and the checkpoint dict.
-    :raises CheckpointError: if the directory, its config or its checkpoint is missing or corrupted.
-    """
-    if not os.path.isfile(os.path.join(run_dir, CONFIG)):
-        raise CheckpointError(f"{run_dir} is not a pyrovae run directory (no {CONFIG})")
-    names = {"best": BEST, "last": LAST}
-    if checkpoint not in names:
-        raise ConfigError(f"--checkpoint must be best or last, got {checkpoint!r}")
-    config = TrainConfig.load(os.path.join(run_dir, CONFIG))
-    state = load_checkpoint(os.path.join(run_dir, names[checkpoint]), map_location=device)
-    return config, state
 
 
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
@@ -69,20 +48,9 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {num_samples}")
-    config, state = load_run(run_dir, checkpoint, device)
-    if data is None:
-        binary = LIKELIHOODS[config.likelihood].binary
-        data = load_dataset(config.data, config.data_dir, binary=binary, split_seed=config.split_seed)
+    config, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
     x = data.split(split).x
-    model, guide = build_model_and_guide(config, data.num_pixels)
-    try:
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"the checkpoint in {run_dir} does not fit its {CONFIG}: {err}") from None
     device = torch.device(device)
-    model.to(device).eval()
-    guide.to(device).eval()
 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):

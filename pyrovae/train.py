@@ -44,7 +44,8 @@ class TrainResult(NamedTuple):
     best_epoch: int  #: epoch of the best validation ELBO (the best.pt checkpoint)
     best_valid_elbo: float  #: nats per datapoint
     stopped_early: bool
-    evaluation: dict | None  #: test-split evaluation (see pyrovae.evaluate), or None
+    evaluation: object  #: test-split :class:`~pyrovae.evaluate.Evaluation`, or None
+    figures: list  #: PNG paths written by :func:`pyrovae.plots.plot_run`
 
 
 def resolve_device(name):
@@ -218,4 +219,9 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
 
         evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
                                   progress=progress)
-    return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation)
+    from pyrovae.plots import plot_run
+    from pyrovae.run import load_run
+
+    best_run = load_run(out, "best", str(device), data)
+    figures = plot_run(out, best_run.model, best_run.guide, data)
+    return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation, figures)

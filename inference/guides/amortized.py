@@ -35,8 +35,9 @@ class AmortizedGuide(PyroModule):
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
-    def forward(self, x, idx=None, num_data=None):
-        """Sample the latent site ``"z"``; same signature as the model."""
+    def forward(self, x, idx=None, num_data=None, mask=None):
+        """Sample the latent site ``"z"``; same signature as the model (``mask`` is the
+        model's; the encoder reads ``x`` as given, so fill missing pixels beforehand)."""
         loc, scale = self.encode(x)  # (B, D)
         with data_plate(x, idx, num_data):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

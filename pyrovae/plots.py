@@ -1,0 +1,175 @@
+"""Figures of a run: what the model learned, as PNG files in the run directory.
+
+``plot_run`` writes
+
+==========================  ====================================================================
+file                        content
+==========================  ====================================================================
+``samples.png``             decoder means E[x | z] at z ~ p(z)
+``reconstructions.png``     test images (odd rows) above E[x | z = E_q[z | x]] (even rows)
+``latent.png``              E_q[z | x] of test images, 2-D directly or projected by PCA,
+                            coloured by label where labels exist
+``interpolations.png``      decoder means along straight lines between encoded test images
+``traversals.png``          one latent dimension varied over [-3, 3] at a time (the most
+                            active dimensions first), the others at the test images' mean
+``curves.png``              training and validation ELBO per epoch
+==========================  ====================================================================
+
+Image figures need an image shape (square images, or the dataset's own); without one only
+``latent.png`` and ``curves.png`` are written.
+"""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pyrovae.inference.marginal import log_weights  # noqa: E402
+from pyrovae.rundir import METRICS  # noqa: E402
+
+__all__ = ["plot_run", "decode_mean", "posterior_means"]
+
+
+@torch.no_grad()
+def decode_mean(model, z):
+    """E[x | z] for z (..., D): the likelihood's mean at the decoder output, shape (..., P)."""
+    return model.likelihood(model.decoder(z)).mean
+
+
+@torch.no_grad()
+def posterior_means(model, guide, x):
+    """E_q[z | x] of the first latent site, shape (N, D)."""
+    site = model.latent_sites[0]
+    means = log_weights(model, guide, x, 1)[3][site]
+    if means is None:  # no analytic mean: average a few samples
+        from pyrovae.inference.marginal import iwae
+
+        means = iwae(model, guide, x, num_samples=64).posterior_mean[site]
+    return means.float()
+
+
+def _grid(images, cols, shape):
+    """Tile (N, P) images into one array of ``cols`` columns."""
+    images = np.clip(np.asarray(images, dtype=np.float32), 0, 1).reshape(-1, *shape)
+    rows = int(np.ceil(len(images) / cols))
+    h, w = shape
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), 0.5, dtype=np.float32)  # grey separators
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img
+    return out
+
+
+def _save_image(path, array, title):
+    fig, ax = plt.subplots(figsize=(max(3, array.shape[1] / 18), max(3, array.shape[0] / 18) + 0.4))
+    ax.imshow(array, cmap="gray_r" if array.mean() < 0.5 else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _curves(run_dir, path):
+    metrics_path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(metrics_path):
+        return None
+    with open(metrics_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["train_elbo"] for r in rows], label="train")
+    ax.plot(epochs, [r["valid_elbo"] for r in rows], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per datapoint)")
+    lo = min(min(r["train_elbo"], r["valid_elbo"]) for r in rows[len(rows) // 10 :])
+    hi = max(max(r["train_elbo"], r["valid_elbo"]) for r in rows)
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _latent(means, labels, path):
+    means = means.numpy()
+    if means.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2)
+        points = pca.fit_transform(means)
+        explained = pca.explained_variance_ratio_.sum()
+        xlabel, ylabel = "PC 1", "PC 2"
+        title = f"E_q[z|x], PCA of {means.shape[1]} dimensions ({explained:.0%} of variance)"
+    else:
+        points = np.pad(means, ((0, 0), (0, 2 - means.shape[1])))
+        xlabel, ylabel, title = "z_1", "z_2", "E_q[z|x]"
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    if labels is not None:
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6, alpha=0.8)
+        fig.colorbar(sc, ax=ax, label="label")
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.title.set_fontsize(9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0):
+    """Write the figures listed in the module doc into ``run_dir``.
+
+    :param model, guide: the run's modules (eval mode).
+    :param data: the run's :class:`~pyrovae.data.Dataset`.
+    :returns: the list of PNG paths written.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    part = data.split(split)
+    pick = torch.randperm(len(part), generator=gen)[:max_points]
+    x = part.x[pick].to(device)
+    labels = None if part.y is None else part.y[pick]
+    means = posterior_means(model, guide, x).cpu()  # (N, D)
+    written = [p for p in (_curves(run_dir, os.path.join(run_dir, "curves.png")),
+                           _latent(means, labels, os.path.join(run_dir, "latent.png"))) if p]
+    shape = data.image_shape
+    if shape is None:
+        return written
+    D = means.shape[1]
+
+    def decode(z):
+        return decode_mean(model, z.to(device)).cpu()
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        z = model.prior().sample((64,))
+    written.append(_save_image(os.path.join(run_dir, "samples.png"), _grid(decode(z), 8, shape),
+                               "samples: E[x | z], z ~ p(z)"))
+    n = min(10, len(x))
+    pairs = torch.cat([x[:n].cpu(), decode(means[:n])])
+    written.append(_save_image(os.path.join(run_dir, "reconstructions.png"), _grid(pairs, n, shape),
+                               "test images (top) and reconstructions E[x | E_q[z|x]] (bottom)"))
+    steps = torch.linspace(0, 1, 10)[:, None]
+    lines = [means[i] * (1 - steps) + means[i + 1] * steps for i in range(0, min(10, len(x) - 1), 2)]
+    written.append(_save_image(os.path.join(run_dir, "interpolations.png"), _grid(decode(torch.cat(lines)), 10, shape),
+                               "interpolations between encoded test images"))
+    order = means.var(0).argsort(descending=True)[: min(8, D)]
+    values = torch.linspace(-3, 3, 9)
+    rows = []
+    for d in order:
+        z = means.mean(0).repeat(len(values), 1)
+        z[:, d] = values
+        rows.append(z)
+    written.append(_save_image(os.path.join(run_dir, "traversals.png"), _grid(decode(torch.cat(rows)), 9, shape),
+                               "traversals: one dimension from -3 to 3 (rows: most active first)"))
+    return written
