@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from pyrovae.models.plates import data_plate
 from pyrovae.nets import inverse_softplus
 
-__all__ = ["LocalGaussian", "fit_local", "frozen"]
+__all__ = ["LocalGaussian", "fit_local", "fit_guide", "frozen"]
 
 MIN_SCALE = 1e-4
 
@@ -75,6 +75,12 @@ def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=No
         step with ``num_particles=1``).
     """
     guide = LocalGaussian(loc, scale, site=model.latent_sites[0]).to(x.device)
+    return fit_guide(model, guide, x, steps, lr, num_particles, mask, record_every)
+
+
+def fit_guide(model, guide, x, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0):
+    """Maximize the ELBO of ``guide``'s own parameters on ``x`` with ``model`` frozen
+    (Adam, Pyro's ``Trace_ELBO``); arguments and return value as in :func:`fit_local`."""
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
                       max_plate_nesting=model.max_plate_nesting)
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)

@@ -28,6 +28,8 @@ import torch
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
+from pyrovae.inference import diagnostics
+
 __all__ = ["IWAEResult", "log_weights", "iwae", "active_units"]
 
 
@@ -41,6 +43,8 @@ class IWAEResult(NamedTuple):
     ess: torch.Tensor  #: effective sample size of the K importance weights, in (0, K]
     posterior_mean: dict  #: latent site -> E_q[z|x], shape (N, D)
     num_samples: int  #: K
+    khat: torch.Tensor | None = None  #: PSIS k-hat (see pyrovae.inference.diagnostics), with psis=True
+    psis_ess: torch.Tensor | None = None  #: ESS of the Pareto-smoothed weights, with psis=True
 
 
 def _per_datapoint(site, shape):
@@ -93,7 +97,7 @@ def log_weights(model, guide, x, num_samples):
 
 
 @torch.no_grad()
-def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False):
+def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False, psis=False):
     """Per-datapoint IWAE log-likelihood, ELBO, reconstruction, KL and ESS.
 
     :param torch.Tensor x: data, shape (N, P).
@@ -102,6 +106,8 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
     :param int max_rows: most (samples x examples) rows evaluated at once; bounds memory
         to about ``max_rows * P`` floats per intermediate tensor.
     :param progress: a tqdm progress bar over examples; None shows it only on a terminal.
+    :param bool psis: also compute PSIS k-hat per datapoint (keeps one batch's K x B log
+        weights in memory at a time).
     :returns: an :class:`IWAEResult`, tensors of shape (N,), float64.
     :raises ValueError: if a site's log-probability is not per datapoint (global latents).
     """
@@ -115,11 +121,13 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
         chunk = max(1, min(num_samples, max_rows // xb.shape[0]))
         lse_w = lse_2w = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
         sum_w = sum_ll = torch.zeros(xb.shape[0], dtype=torch.float64)
-        mean_sums, drawn = {}, 0
+        mean_sums, drawn, kept = {}, 0, []
         while drawn < num_samples:
             s = min(chunk, num_samples - drawn)
             lw, ll, _, means = log_weights(model, guide, xb, s)
             lw, ll = lw.double().cpu(), ll.double().cpu()
+            if psis:
+                kept.append(lw)
             lse_w = torch.logaddexp(lse_w, lw.logsumexp(0))
             lse_2w = torch.logaddexp(lse_2w, (2 * lw).logsumexp(0))
             sum_w, sum_ll = sum_w + lw.sum(0), sum_ll + ll.sum(0)
@@ -132,7 +140,9 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
             name: None if any(v is None for v in vals) else sum(vals) / num_samples
             for name, vals in mean_sums.items()
         }
-        results.append((lse_w - math.log(num_samples), elbo, recon, recon - elbo, (2 * lse_w - lse_2w).exp(), post))
+        khat, psis_ess = diagnostics.psis(torch.cat(kept)) if psis else (None, None)
+        results.append((lse_w - math.log(num_samples), elbo, recon, recon - elbo, (2 * lse_w - lse_2w).exp(), post,
+                        khat, psis_ess))
         bar.update(xb.shape[0])
     bar.close()
     cat = [torch.cat([r[i] for r in results]) for i in range(5)]
@@ -140,7 +150,8 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
         name: None if any(r[5][name] is None for r in results) else torch.cat([r[5][name] for r in results])
         for name in results[0][5]
     }
-    return IWAEResult(*cat, posterior_mean=post, num_samples=num_samples)
+    khat, psis_ess = (torch.cat([r[i] for r in results]) for i in (6, 7)) if psis else (None, None)
+    return IWAEResult(*cat, posterior_mean=post, num_samples=num_samples, khat=khat, psis_ess=psis_ess)
 
 
 def active_units(posterior_mean, threshold=0.01):

@@ -1,4 +1,4 @@
-"""Command line: ``pyrovae train``, ``evaluate``, ``plot`` and ``impute``.
+"""Command line: ``pyrovae train``, ``evaluate``, ``plot``, ``impute`` and ``posterior-check``.
 
 Errors the user can fix print one line, ``pyrovae: error: ...``, and exit with status 2;
 a diverged run exits with status 1, an interrupted one with 130.
@@ -110,6 +110,22 @@ def _impute_parser(sub):
     return p
 
 
+def _posterior_check_parser(sub):
+    p = sub.add_parser("posterior-check", help="compare guides with a NUTS reference posterior p(z|x)",
+                       description="NUTS reference posterior for a few test examples; errors of the amortized, "
+                                   "per-example and flow guides (see pyrovae.posterior_check).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--num-examples", type=int, default=4, help="random examples of the split (default 4)")
+    p.add_argument("--num-chains", type=int, default=4, help="NUTS chains, run one after another (default 4)")
+    p.add_argument("--num-samples", type=int, default=1000, help="NUTS draws per chain (default 1000)")
+    p.add_argument("--warmup-steps", type=int, default=500, help="NUTS warm-up steps per chain (default 500)")
+    p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps fitting each per-example guide")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    return p
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -117,6 +133,7 @@ def build_parser():
     _evaluate_parser(sub)
     _plot_parser(sub)
     _impute_parser(sub)
+    _posterior_check_parser(sub)
     return parser
 
 
@@ -173,8 +190,18 @@ def cmd_evaluate(args):
     device = resolve_device(args.device)
     ev = evaluate_run(args.run_dir, split=args.split, num_samples=args.num_samples, seed=args.seed,
                       checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size)
-    print(json.dumps(ev.report, indent=2))
-    print(f"saved in {ev.path} ({ev.seconds:.1f} s)", file=sys.stderr)
+    r = ev.report
+    print(json.dumps(r, indent=2))
+    print(f"PSIS k-hat: {r['khat_share_above_0.7']:.1%} of {r['num_examples']} datapoints above 0.7 "
+          f"(median {r['khat_median']:.2f}, max {r['khat_max']:.2f}); estimates there are unreliable",
+          file=sys.stderr)
+    if r.get("collapsed"):
+        print(f"warning: posterior collapse: total KL(q(z|x) || p(z)) is {sum(r['kl_per_dimension']):.3f} nats, "
+              f"q ignores x", file=sys.stderr)
+    elif r.get("mutual_information") is not None:
+        print(f"posterior collapse: no ({r['active_units']} of {r['latent_dim']} units active, "
+              f"I(x; z) = {r['mutual_information']:.2f} nats)", file=sys.stderr)
+    print(f"saved in {ev.path} and {', '.join(ev.figures)} ({ev.seconds:.1f} s)", file=sys.stderr)
     return 0
 
 
@@ -211,7 +238,27 @@ def cmd_impute(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute}
+def cmd_posterior_check(args):
+    from pyrovae.posterior_check import GUIDE_NAMES, posterior_check
+
+    result = posterior_check(args.run_dir, num_examples=args.num_examples, num_chains=args.num_chains,
+                             num_samples=args.num_samples, warmup_steps=args.warmup_steps, fit_steps=args.fit_steps,
+                             seed=args.seed, split=args.split, checkpoint=args.checkpoint, progress=None)
+    r = result.report
+    print(f"NUTS: {r['num_chains']} chains x {r['num_samples']} draws; max R-hat {r['r_hat_max']:.3f}, "
+          f"min bulk ESS {r['ess_bulk_min']:.0f}")
+    print(f"{'example':>8} {'guide':>12} {'mean error':>11} {'cov error':>10} {'energy dist':>12} {'k-hat':>7}")
+    for row in r["examples"]:
+        for name in GUIDE_NAMES:
+            g = row[name]
+            print(f"{row['example']:>8} {name:>12} {g['mean_error']:>11.4f} {g['cov_error']:>10.4f} "
+                  f"{g['energy_distance']:>12.4f} {g['khat']:>7.2f}")
+    print(f"saved in {result.path}" + (f" and {result.figure}" if result.figure else ""))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
+            "posterior-check": cmd_posterior_check}
 
 
 def main(argv=None):

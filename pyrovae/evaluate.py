@@ -7,7 +7,14 @@ default), and reports, in nats per datapoint averaged over the split:
   (Burda et al. 2016, eq. 8), with its standard error over datapoints;
 * ``elbo``, ``reconstruction`` (E_q log p(x|z)) and ``kl`` (E_q[log q - log p(z)]);
 * ``active_units``: latent dimensions with Cov_x(E_q[z_d|x]) > 0.01 (Burda et al. 2016);
-* ``ess_mean``: the mean effective sample size of the importance weights.
+* ``ess_mean``: the mean effective sample size of the importance weights;
+* ``khat_share_above_0.7``, ``khat_median``, ``khat_max``, ``psis_ess_mean``: PSIS k-hat of
+  each datapoint's K importance weights (Yao et al. 2018); above 0.7 the datapoint's
+  estimate is unreliable. ``khat_{split}.png`` shows the histogram and the worst examples;
+* ``kl_per_dimension``, ``mutual_information``, ``collapsed``: posterior-collapse
+  diagnostics (Hoffman & Johnson 2016) for Gaussian q and prior; ``collapsed`` is true when
+  the total KL(q(z|x) || p(z)) is below 0.1 nats. ``collapse_{split}.png`` plots the KL and
+  the activity of each dimension.
 
 The same seed gives the same numbers; the result is saved as
 ``eval_{split}_K{num_samples}.json`` in the run directory.
@@ -23,7 +30,10 @@ import torch
 
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.errors import ConfigError
+from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, per_dimension_kl
+from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.marginal import active_units, iwae
+from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
 
 __all__ = ["evaluate_run", "Evaluation"]
@@ -33,6 +43,9 @@ class Evaluation(NamedTuple):
     report: dict  #: the numbers, as written to ``path`` (see the module doc)
     path: str  #: the JSON file written in the run directory
     seconds: float  #: wall-clock time of the estimate (not in the report, which is reproducible)
+    figures: list = []  #: PNG paths: ``khat_{split}.png``, ``collapse_{split}.png``
+
+COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (posterior collapse)
 
 
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
@@ -55,7 +68,8 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
-        result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress)
+        result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress, psis=True)
+        collapse = _collapse(model, guide, x.to(device))
     seconds = time.perf_counter() - t0
 
     n = x.shape[0]
@@ -80,6 +94,11 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         "active_units_per_site": units,
         "latent_dim": config.latent_dim,
         "ess_mean": float(result.ess.mean()),
+        "khat_share_above_0.7": float((result.khat > KHAT_THRESHOLD).double().mean()),
+        "khat_median": float(result.khat.median()),
+        "khat_max": float(result.khat.max()),
+        "psis_ess_mean": float(result.psis_ess.mean()),
+        **collapse,
         "checkpoint": checkpoint,
         "epoch": state["epoch"],
         "seed": seed,
@@ -87,4 +106,33 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     }
     path = os.path.join(run_dir, f"eval_{split}_K{num_samples}.json")
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-    return Evaluation(report, path, seconds)
+    figures = [plot_khat(os.path.join(run_dir, f"khat_{split}.png"), result.khat, x, data.image_shape)]
+    if report.get("kl_per_dimension") is not None:
+        variances = next(iter(result.posterior_mean.values())).var(0, unbiased=False)
+        figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{split}.png"), report["kl_per_dimension"],
+                                     variances.tolist()))
+    return Evaluation(report, path, seconds, figures)
+
+
+def _collapse(model, guide, x, max_examples=1000):
+    """Per-dimension KL, mutual information and a collapse flag, for Gaussian q and prior
+    (see :mod:`pyrovae.inference.diagnostics`); an empty-valued report otherwise."""
+    prior = model.prior()
+    base = getattr(prior, "base_dist", prior)
+    try:
+        loc, scale = gaussian_params(guide, x)
+    except ValueError:
+        loc = None
+    if loc is None or not isinstance(base, torch.distributions.Normal):
+        return {"kl_per_dimension": None, "mutual_information": None, "collapsed": None}
+    kl = per_dimension_kl(loc, scale, base.loc, base.scale)
+    gen = torch.Generator().manual_seed(0)
+    pick = torch.randperm(x.shape[0], generator=gen)[:max_examples]
+    mi = mutual_information(loc[pick], scale[pick], prior, generator=gen)
+    return {
+        "kl_per_dimension": [float(v) for v in kl],
+        "mutual_information": mi,
+        "mutual_information_examples": len(pick),
+        # collapsed: q(z|x) carries (almost) no information about x
+        "collapsed": bool(float(kl.sum()) < COLLAPSE_KL),
+    }

@@ -27,12 +27,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pyro.poutine as poutine  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from pyrovae.checkpoint import atomic_write_text  # noqa: E402
 from pyrovae.errors import ConfigError  # noqa: E402
+from pyrovae.inference.guides import gaussian_params  # noqa: E402
 from pyrovae.inference.imputation import impute_batch  # noqa: E402
 from pyrovae.inference.local_fit import fit_local  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
@@ -67,15 +67,6 @@ def make_mask(kind, num_examples, num_pixels, image_shape=None, missing_fraction
     rows = torch.arange(h)[:, None].expand(h, w).reshape(-1)
     observed = rows >= h // 2 if kind == "top" else rows < h // 2
     return observed.expand(num_examples, num_pixels).clone()
-
-
-def _guide_params(guide, x):
-    """loc and scale (B, D) of a Gaussian guide's q(z | x)."""
-    trace = poutine.trace(guide).get_trace(x)
-    site = next(s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]
-                and s["name"] != "data")
-    base = site["fn"].base_dist if hasattr(site["fn"], "base_dist") else site["fn"]
-    return base.loc.detach(), base.scale.detach()
 
 
 def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example", num_examples=1000,
@@ -113,7 +104,7 @@ def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example
         if method == "encoder":
             q, q_input = guide, filled
         else:
-            loc, scale = _guide_params(guide, filled)
+            loc, scale = gaussian_params(guide, filled)
             q, _ = fit_local(model, x, loc, scale, steps=steps, lr=lr, mask=m)
             q_input = x
         result = impute_batch(model, q, x, m, num_samples, guide_input=q_input)

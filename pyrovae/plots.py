@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from pyrovae.inference.marginal import log_weights  # noqa: E402
 from pyrovae.rundir import METRICS  # noqa: E402
 
-__all__ = ["plot_run", "decode_mean", "posterior_means"]
+__all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
 
 
 @torch.no_grad()
@@ -173,3 +173,42 @@ def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0)
     written.append(_save_image(os.path.join(run_dir, "traversals.png"), _grid(decode(torch.cat(rows)), 9, shape),
                                "traversals: one dimension from -3 to 3 (rows: most active first)"))
     return written
+
+
+def plot_khat(path, khat, x, image_shape, threshold=0.7, worst=8):
+    """Histogram of PSIS k-hat per datapoint and the ``worst`` examples (highest k-hat)."""
+    k = khat.numpy()
+    finite = k[np.isfinite(k)]
+    show_images = image_shape is not None
+    fig, axes = plt.subplots(1, 2 if show_images else 1, figsize=(10 if show_images else 5, 3.5), squeeze=False)
+    ax = axes[0][0]
+    ax.hist(np.clip(finite, -1, 2), bins=50, color="tab:blue")
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"k-hat = {threshold}")
+    ax.set(xlabel="PSIS k-hat (clipped to [-1, 2])", ylabel="datapoints",
+           title=f"{(k > threshold).mean():.1%} of {len(k)} datapoints above {threshold}")
+    ax.legend()
+    if show_images:
+        order = np.argsort(-np.nan_to_num(k, nan=-np.inf, posinf=1e9))[:worst]
+        ax = axes[0][1]
+        ax.imshow(_grid(x[order].cpu().numpy(), len(order), image_shape), cmap="gray", vmin=0, vmax=1)
+        ax.set_title("highest k-hat: " + ", ".join(f"{k[i]:.2f}" for i in order), fontsize=8)
+        ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_collapse(path, kl_per_dimension, variances, threshold=0.01):
+    """Per-dimension KL(q(z_d|x) || p(z_d)), sorted, coloured by activity (Cov_x E_q[z_d] > 0.01)."""
+    kl = np.asarray(kl_per_dimension)
+    active = np.asarray(variances) > threshold
+    order = np.argsort(-kl)
+    fig, ax = plt.subplots(figsize=(max(5, len(kl) * 0.12), 3.5))
+    colors = np.where(active[order], "tab:blue", "tab:gray")
+    ax.bar(np.arange(len(kl)), kl[order], color=colors)
+    ax.set(xlabel="latent dimension (sorted by KL)", ylabel="E_x KL(q(z_d|x) || p(z_d)) (nats)",
+           title=f"{active.sum()} of {len(kl)} units active (blue); total KL {kl.sum():.2f} nats")
+    ax.set_xticks(np.arange(len(kl)), [str(i) for i in order], fontsize=6, rotation=90)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

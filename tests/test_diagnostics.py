@@ -1,0 +1,99 @@
+"""PSIS k-hat, posterior-collapse statistics and the NUTS reference, against exact answers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pyrovae import cli
+from pyrovae.config import TrainConfig
+from pyrovae.evaluate import _collapse
+from pyrovae.inference.diagnostics import mutual_information, per_dimension_kl
+from pyrovae.inference.marginal import iwae
+from pyrovae.inference.mcmc import nuts_posterior
+from pyrovae.train import train
+from tests.exact import make_ppca
+
+
+@pytest.fixture(scope="module")
+def ppca():
+    return make_ppca(num_pixels=6, latent_dim=3, num_data=40)
+
+
+def test_khat_small_at_the_posterior_and_large_for_a_mismatched_guide(ppca):
+    torch.manual_seed(0)
+    exact = iwae(ppca.model, ppca.guide_at(), ppca.x, num_samples=2000, psis=True)
+    wider = iwae(ppca.model, ppca.guide_at(scale_factor=1.1), ppca.x, num_samples=2000, psis=True)
+    narrow = iwae(ppca.model, ppca.guide_at(loc_shift=0.5, scale_factor=0.5), ppca.x, num_samples=2000, psis=True)
+    assert (exact.khat < 0.5).all() and (exact.psis_ess > 1999).all()  # equal weights: k-hat -inf, ESS = K
+    assert (wider.khat < 0.5).all()
+    assert narrow.khat.median() > 0.7 and (narrow.psis_ess < 200).all()
+
+
+def test_nuts_recovers_exact_ppca_posterior():
+    ppca = make_ppca(num_pixels=5, latent_dim=2, num_data=3)
+    result = nuts_posterior(ppca.model, ppca.x, num_chains=2, num_samples=400, warmup_steps=300)
+    assert result.samples.shape == (2, 400, 3, 2)
+    assert result.summary["r_hat"].max() < 1.05
+    draws = result.samples.reshape(-1, 3, 2)
+    loc, scale = ppca.posterior(ppca.x)
+    mcse = torch.tensor(result.summary["mcse_mean"].to_numpy(), dtype=torch.float32).reshape(3, 2)
+    assert ((draws.mean(0) - loc).abs() < 4 * mcse + 0.01).all()
+    assert torch.allclose(draws.std(0), scale, atol=0.06)
+
+
+def test_per_dimension_kl_and_mutual_information():
+    loc, scale = torch.zeros(50, 4), torch.ones(50, 4)
+    assert torch.allclose(per_dimension_kl(loc, scale), torch.zeros(4))
+    loc2 = loc.clone()
+    loc2[:, 0] = 2.0
+    assert per_dimension_kl(loc2, scale)[0] == pytest.approx(2.0)  # 0.5 * mu^2
+    prior = None
+    assert mutual_information(loc, scale, prior) == pytest.approx(0.0, abs=1e-6)  # q ignores x
+    far = torch.arange(50.0)[:, None].expand(50, 4) * 100  # well-separated q(z|x): I = log N
+    assert mutual_information(far, scale, prior) == pytest.approx(math.log(50), abs=1e-3)
+
+
+def test_collapse_flag(ppca):
+    collapsed_guide = ppca.guide_at()
+    with torch.no_grad():
+        collapsed_guide.encoder[0].weight.zero_()
+        collapsed_guide.encoder[0].bias.zero_()
+        collapsed_guide.encoder[0].bias[3:] = 0.5413  # softplus^-1(1): q(z|x) = N(0, I) = p(z)
+    report = _collapse(ppca.model, collapsed_guide, ppca.x)
+    assert report["collapsed"] and sum(report["kl_per_dimension"]) < 1e-3
+    healthy = _collapse(ppca.model, ppca.guide_at(), ppca.x)
+    assert not healthy["collapsed"] and healthy["mutual_information"] > 0.5
+
+
+@pytest.fixture(scope="module")
+def run_2d(tmp_path_factory):
+    out = tmp_path_factory.mktemp("diag") / "run"
+    train(TrainConfig(latent_dim=2, hidden=(32,), epochs=3, eval_num_samples=0), str(out), progress=False)
+    return out
+
+
+def test_evaluate_reports_khat_and_collapse(run_2d, capsys):
+    assert cli.main(["evaluate", str(run_2d), "--num-samples", "200"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert 0 <= report["khat_share_above_0.7"] <= 1 and report["khat_median"] <= report["khat_max"]
+    assert len(report["kl_per_dimension"]) == 2 and report["collapsed"] is False
+    assert "PSIS k-hat:" in captured.err and "posterior collapse: no" in captured.err
+    assert (run_2d / "khat_test.png").stat().st_size > 1000
+    assert (run_2d / "collapse_test.png").stat().st_size > 1000
+
+
+def test_posterior_check_command(run_2d, capsys):
+    args = ["posterior-check", str(run_2d), "--num-examples", "2", "--num-chains", "2", "--num-samples", "60",
+            "--warmup-steps", "60", "--fit-steps", "20"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "max R-hat" in out and out.count("flow") == 2
+    report = json.loads((run_2d / "posterior_check.json").read_text())
+    assert len(report["examples"]) == 2
+    for row in report["examples"]:
+        for name in ("amortized", "per-example", "flow"):
+            assert all(math.isfinite(row[name][k]) for k in ("mean_error", "cov_error", "energy_distance"))
+    assert (run_2d / "posterior_check.png").stat().st_size > 1000
