@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.inference import diagnostics
 
-__all__ = ["IWAEResult", "log_weights", "iwae", "active_units"]
+__all__ = ["IWAEResult", "log_weights", "iwae", "active_units", "concat_results"]
 
 
 class IWAEResult(NamedTuple):
@@ -48,7 +48,7 @@ class IWAEResult(NamedTuple):
 
 
 def _per_datapoint(site, shape):
-    log_prob = site["log_prob"]
+    log_prob = site["unscaled_log_prob"]  # per datapoint: no subsample scale (masks in the distribution stay)
     if log_prob.shape != shape:
         raise ValueError(
             f"site {site['name']!r} has log-prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
@@ -57,21 +57,23 @@ def _per_datapoint(site, shape):
     return log_prob
 
 
-def log_weights(model, guide, x, num_samples):
+def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
     """Draw ``num_samples`` guide samples for each row of ``x`` in one vectorized pass.
 
     :param model: the model; ``model.max_plate_nesting`` places the particle plate.
     :param guide: the guide, with the model's signature.
     :param torch.Tensor x: a batch, shape (B, P), treated as the whole dataset (no scaling).
     :param int num_samples: S.
+    :param idx, num_data: the batch's indices in a dataset of ``num_data`` examples, for guides
+        with per-example parameters; the estimates stay per datapoint (no subsample scaling).
     :returns: ``(log_w, log_lik, log_prior, posterior_mean)``: the log weights, log p(x|z) and
         log p(z) - log q(z|x), each of shape (S, B), and a dict site -> E_q[z|x] of shape (B, D)
         (None for a site whose guide distribution has no analytic mean).
     """
     S, B = num_samples, x.shape[0]
     with pyro.plate("iwae_particles", S, dim=-(model.max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(x, idx, num_data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, idx, num_data)
     guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
@@ -97,7 +99,8 @@ def log_weights(model, guide, x, num_samples):
 
 
 @torch.no_grad()
-def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False, psis=False):
+def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False, psis=False,
+         idx=None):
     """Per-datapoint IWAE log-likelihood, ELBO, reconstruction, KL and ESS.
 
     :param torch.Tensor x: data, shape (N, P).
@@ -108,6 +111,8 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
     :param progress: a tqdm progress bar over examples; None shows it only on a terminal.
     :param bool psis: also compute PSIS k-hat per datapoint (keeps one batch's K x B log
         weights in memory at a time).
+    :param torch.Tensor idx: indices of the rows of ``x`` (N,) in the training set, for guides with
+        per-example parameters (evaluated on the data they were trained on).
     :returns: an :class:`IWAEResult`, tensors of shape (N,), float64.
     :raises ValueError: if a site's log-probability is not per datapoint (global latents).
     """
@@ -118,13 +123,14 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
                disable=None if progress is None else not progress)
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
+        where = {} if idx is None else {"idx": idx[start : start + batch_size], "num_data": getattr(guide, "num_data", None)}
         chunk = max(1, min(num_samples, max_rows // xb.shape[0]))
         lse_w = lse_2w = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
         sum_w = sum_ll = torch.zeros(xb.shape[0], dtype=torch.float64)
         mean_sums, drawn, kept = {}, 0, []
         while drawn < num_samples:
             s = min(chunk, num_samples - drawn)
-            lw, ll, _, means = log_weights(model, guide, xb, s)
+            lw, ll, _, means = log_weights(model, guide, xb, s, **where)
             lw, ll = lw.double().cpu(), ll.double().cpu()
             if psis:
                 kept.append(lw)
@@ -162,3 +168,15 @@ def active_units(posterior_mean, threshold=0.01):
     :returns: the number of active units, an int.
     """
     return int((posterior_mean.var(0, unbiased=False) > threshold).sum())
+
+
+def concat_results(results):
+    """Join :class:`IWAEResult` s of consecutive batches into one."""
+    first = results[0]
+    joined = {}
+    for field in ("log_likelihood", "elbo", "reconstruction", "kl", "ess", "khat", "psis_ess"):
+        values = [getattr(r, field) for r in results]
+        joined[field] = None if values[0] is None else torch.cat(values)
+    means = {name: None if any(r.posterior_mean[name] is None for r in results)
+             else torch.cat([r.posterior_mean[name] for r in results]) for name in first.posterior_mean}
+    return IWAEResult(posterior_mean=means, num_samples=first.num_samples, **joined)

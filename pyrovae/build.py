@@ -9,8 +9,9 @@ from pyrovae.registry import lookup
 __all__ = ["build_model_and_guide", "build_elbo"]
 
 
-def build_model_and_guide(config, num_pixels):
-    """:returns: ``(model, guide)`` for data with ``num_pixels`` pixels.
+def build_model_and_guide(config, num_pixels, num_data=None):
+    """:returns: ``(model, guide)`` for data with ``num_pixels`` pixels and ``num_data``
+    training examples (the size of per-example guides' tables).
 
     :raises UnknownNameError: for an unknown model, prior, likelihood or guide name.
     """
@@ -19,7 +20,10 @@ def build_model_and_guide(config, num_pixels):
     model_cls = lookup(MODELS, config.model, "model")
     guide_cls = lookup(GUIDES, config.guide, "guide")
     model = model_cls(prior, likelihood, config.latent_dim, config.hidden, config.activation)
-    guide = guide_cls(model, config.hidden, config.activation)
+    guide = guide_cls(model, config.hidden, config.activation, num_data)
+    if config.local_steps and not getattr(guide, "local_tables", ()):
+        raise ConfigError(f"--local-steps needs a guide with per-example parameters (per-example), "
+                          f"not {config.guide!r}")
     return model, guide
 
 

@@ -55,6 +55,9 @@ def _train_parser(sub):
     opt("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
     opt("--batch-size", type=int, help=f"minibatch size (default {d.batch_size})")
     opt("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    opt("--local-lr", type=float, help=f"SparseAdam learning rate of per-example tables (default {d.local_lr})")
+    opt("--local-steps", type=int,
+        help="per-example guide: K updates of the batch's own parameters per decoder update (default 0: joint)")
     opt("--patience", type=int, help=f"early stopping patience in epochs (default {d.patience})")
     opt("--seed", type=int, help=f"random seed (default {d.seed})")
     opt("--split-seed", type=int, help=f"seed of the train/valid/test split (default {d.split_seed})")
@@ -76,6 +79,10 @@ def _evaluate_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same numbers")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-size", type=int, default=100, help="examples per chunk (default 100)")
+    p.add_argument("--inference", default="auto", choices=["auto", "amortized", "refined", "per-example"],
+                   help="q for the split: the run's guide (auto), the encoder, the encoder refined for "
+                        "--refine-steps, or per-example Gaussians fitted from the prior")
+    p.add_argument("--refine-steps", type=int, default=100, help="steps of refined / per-example (default 100)")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -189,7 +196,8 @@ def cmd_evaluate(args):
 
     device = resolve_device(args.device)
     ev = evaluate_run(args.run_dir, split=args.split, num_samples=args.num_samples, seed=args.seed,
-                      checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size)
+                      checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size,
+                      inference=args.inference, refine_steps=args.refine_steps)
     r = ev.report
     print(json.dumps(r, indent=2))
     print(f"PSIS k-hat: {r['khat_share_above_0.7']:.1%} of {r['num_examples']} datapoints above 0.7 "

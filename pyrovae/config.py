@@ -31,6 +31,8 @@ class TrainConfig:
     epochs: int = 200  # the default digits run takes well under a minute on 2 cores
     batch_size: int = 100  # Burda et al. 2016
     lr: float = 1e-3  # Adam, Burda et al. 2016
+    local_lr: float = 3e-2  # SparseAdam on per-example tables: each row moves once per epoch, so faster
+    local_steps: int = 0  # per-example guide: 0 = joint updates (SVI); K = K local updates per decoder update
     patience: int = 30  # early stopping: epochs without a better validation ELBO
     seed: int = 0
     device: str = "cpu"
@@ -44,11 +46,13 @@ class TrainConfig:
         """:raises ConfigError: for a non-positive size, rate or count, naming the option."""
         positive = {
             "latent_dim": self.latent_dim, "epochs": self.epochs, "batch_size": self.batch_size,
-            "num_particles": self.num_particles, "lr": self.lr,
+            "num_particles": self.num_particles, "lr": self.lr, "local_lr": self.local_lr,
         }
         for name, value in positive.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.local_steps < 0:
+            raise ConfigError(f"--local-steps must be >= 0, got {self.local_steps}")
         if self.patience < 1:
             raise ConfigError(f"--patience must be at least 1, got {self.patience}")
         if self.eval_num_samples < 0:

@@ -27,12 +27,14 @@ import time
 from typing import NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.errors import ConfigError
 from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
-from pyrovae.inference.marginal import active_units, iwae
+from pyrovae.inference.local_fit import fit_local
+from pyrovae.inference.marginal import active_units, concat_results, iwae
 from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
 
@@ -48,19 +50,31 @@ class Evaluation(NamedTuple):
 COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (posterior collapse)
 
 
+INFERENCE = ("auto", "amortized", "refined", "per-example")
+
+
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
-                 batch_size=100, max_rows=20000, data=None, progress=None):
+                 batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
+                 refine_lr=3e-2):
     """Evaluate a run directory; see the module doc for the fields.
 
     :param int num_samples: K importance samples per datapoint.
     :param int seed: seeds the sampling, so the same seed gives identical numbers.
     :param data: an already loaded :class:`~pyrovae.data.Dataset` (skips reloading).
     :param progress: show a progress bar; None shows it only on a terminal.
+    :param str inference: how q(z|x) is obtained for the split, every mode scored by the same
+        IWAE evaluator: ``amortized`` (the encoder), ``refined`` (the encoder's output refined
+        for ``refine_steps`` Adam steps on each example's ELBO, model frozen: "VAE+SVI" of Kim
+        et al. 2018), ``per-example`` (per-example Gaussians fitted from the prior for
+        ``refine_steps`` steps), or ``auto``: the run's own guide (a per-example guide uses its
+        table on the training split and is fitted per example elsewhere).
     :returns: an :class:`Evaluation`; its report is also written to ``eval_{split}_K{K}.json``.
     :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
     """
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {num_samples}")
+    if inference not in INFERENCE:
+        raise ConfigError(f"unknown inference {inference!r}; valid: {', '.join(INFERENCE)}")
     config, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
     x = data.split(split).x
     device = torch.device(device)
@@ -68,8 +82,15 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
-        result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress, psis=True)
-        collapse = _collapse(model, guide, x.to(device))
+        mode = _mode(inference, guide, split)
+        if mode in ("amortized", "table"):
+            idx = torch.arange(len(x), device=device) if mode == "table" else None
+            result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress, psis=True, idx=idx)
+            loc, scale = _gaussian_or_none(guide, x.to(device), idx)
+        else:
+            result, loc, scale = _local_iwae(model, guide, x.to(device), mode, refine_steps, refine_lr, num_samples,
+                                             batch_size, max_rows)
+        collapse = _collapse(model, loc, scale, x.to(device))
     seconds = time.perf_counter() - t0
 
     n = x.shape[0]
@@ -99,12 +120,15 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         "khat_max": float(result.khat.max()),
         "psis_ess_mean": float(result.psis_ess.mean()),
         **collapse,
+        "inference": mode,
+        "refine_steps": refine_steps if mode in ("refined", "per-example") else 0,
         "checkpoint": checkpoint,
         "epoch": state["epoch"],
         "seed": seed,
         "units": "nats per datapoint",
     }
-    path = os.path.join(run_dir, f"eval_{split}_K{num_samples}.json")
+    suffix = "" if inference == "auto" else f"_{mode}" + (f"{refine_steps}" if report["refine_steps"] else "")
+    path = os.path.join(run_dir, f"eval_{split}_K{num_samples}{suffix}.json")
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     figures = [plot_khat(os.path.join(run_dir, f"khat_{split}.png"), result.khat, x, data.image_shape)]
     if report.get("kl_per_dimension") is not None:
@@ -114,15 +138,45 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     return Evaluation(report, path, seconds, figures)
 
 
-def _collapse(model, guide, x, max_examples=1000):
+def _mode(inference, guide, split):
+    per_example = bool(getattr(guide, "local_tables", ()))
+    if inference == "auto":
+        return ("table" if split == "train" else "per-example") if per_example else "amortized"
+    if inference in ("amortized", "refined") and per_example:
+        raise ConfigError(f"--inference {inference} needs an encoder; this run's guide is per-example")
+    return inference
+
+
+def _gaussian_or_none(guide, x, idx=None):
+    try:
+        return gaussian_params(lambda *a: guide(x, idx, getattr(guide, "num_data", None)), x)
+    except ValueError:
+        return None, None
+
+
+def _local_iwae(model, guide, x, mode, steps, lr, num_samples, batch_size, max_rows):
+    """Fit per-example Gaussians batch by batch (from the encoder, or from the prior), then
+    score them with the IWAE evaluator; returns ``(IWAEResult, loc, scale)``."""
+    results, locs, scales = [], [], []
+    for start in tqdm(range(0, len(x), batch_size), desc=f"{mode} ({steps} steps) + IWAE", unit="batch",
+                      disable=None):
+        xb = x[start : start + batch_size]
+        if mode == "refined":
+            loc, scale = gaussian_params(guide, xb)
+        else:
+            loc, scale = torch.zeros(len(xb), model.latent_dim), torch.ones(len(xb), model.latent_dim)
+        local, _ = fit_local(model, xb, loc, scale, steps=steps, lr=lr)
+        results.append(iwae(model, local, xb, num_samples, batch_size, max_rows, psis=True))
+        locs.append(local.loc.detach())
+        scales.append(local.scale.detach())
+    return concat_results(results), torch.cat(locs), torch.cat(scales)
+
+
+def _collapse(model, loc, scale, x, max_examples=1000):
     """Per-dimension KL, mutual information and a collapse flag, for Gaussian q and prior
     (see :mod:`pyrovae.inference.diagnostics`); an empty-valued report otherwise."""
     prior = model.prior()
     base = getattr(prior, "base_dist", prior)
-    try:
-        loc, scale = gaussian_params(guide, x)
-    except ValueError:
-        loc = None
     if loc is None or not isinstance(base, torch.distributions.Normal):
         return {"kl_per_dimension": None, "mutual_information": None, "collapsed": None}
     kl = per_dimension_kl(loc, scale, base.loc, base.scale)

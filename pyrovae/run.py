@@ -42,7 +42,7 @@ def load_run(run_dir, checkpoint="best", device="cpu", data=None):
     if data is None:
         binary = LIKELIHOODS[config.likelihood].binary
         data = load_dataset(config.data, config.data_dir, binary=binary, split_seed=config.split_seed)
-    model, guide = build_model_and_guide(config, data.num_pixels)
+    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])

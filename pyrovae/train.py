@@ -27,6 +27,7 @@ from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS
+from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
 from pyrovae.signals import GracefulStop
@@ -103,7 +104,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     if config.batch_size > len(data.train):
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(data.train)} training examples")
     seed_everything(config.seed)  # before building: initial weights follow --seed
-    model, guide = build_model_and_guide(config, data.num_pixels)
+    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
     elbo = build_elbo(config, model)
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
@@ -121,8 +122,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         x0 = torch.bernoulli(x0, generator=torch.Generator().manual_seed(config.seed))
     with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
         elbo.loss(model, guide, x0.to(device), torch.arange(2), num_train)
-    params = list(pyro.infer.elbo.ELBOModule(model, guide, elbo).parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
 
     start_epoch, step, best, best_epoch, since_best = 0, 0, -math.inf, 0, 0
     # where an interrupted epoch stopped: batches done, data RNG at its start, its loss so far
@@ -169,8 +169,13 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                 for batch, (x, idx) in enumerate(batches(data.train, config.batch_size, data_gen, dynamic), 1):
                     if batch <= skip:
                         continue
+                    x, idx = x.to(device), idx.to(device)
+                    for _ in range(config.local_steps):  # coordinate ascent: the batch's own rows first
+                        optimizer.zero_grad(set_to_none=True)
+                        loss_and_grads(elbo, model, guide, x, idx, num_train)
+                        optimizer.step(shared=False)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = loss_and_grads(elbo, model, guide, x.to(device), idx.to(device), num_train)
+                    loss = loss_and_grads(elbo, model, guide, x, idx, num_train)
                     step += 1
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -178,7 +183,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                             f"The last good checkpoint (epoch {completed}) is kept in {os.path.join(out, LAST)}; "
                             "try a lower --lr"
                         )
-                    optimizer.step()
+                    optimizer.step(local=not config.local_steps)  # SVI: joint; coordinate ascent: decoder
                     total += loss * x.shape[0] / num_train  # this batch's share of the full-data loss
                     if stop.requested:
                         save_checkpoint(os.path.join(out, LAST), checkpoint(

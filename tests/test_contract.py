@@ -17,6 +17,7 @@ from pyrovae.inference.elbos import ELBOS, loss_and_grads
 from pyrovae.inference.guides import GUIDES
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
+from pyrovae.optim import make_optimizers
 
 P, D, N, B = 16, 3, 30, 6
 
@@ -31,7 +32,7 @@ def _setup(model, guide, elbo, prior, likelihood):
     num_particles = 3 if elbo == "iwae" else 1
     config = TrainConfig(model=model, guide=guide, elbo=elbo, prior=prior, likelihood=likelihood,
                          latent_dim=D, hidden=(8,), num_particles=num_particles)
-    return config, *build_model_and_guide(config, P)
+    return config, *build_model_and_guide(config, P, N)
 
 
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
@@ -59,19 +60,27 @@ def test_one_training_step(model, guide, elbo, prior, likelihood):
         assert guide_trace.nodes[name]["value"].shape[:1] == (B,)
         assert model_trace.nodes[name]["fn"].batch_shape == (B,)
 
-    params = list(pyro.infer.elbo.ELBOModule(model, guide, estimator).parameters())
+    params = [*model.parameters(), *guide.parameters()]
     before = [p.detach().clone() for p in params]
-    optimizer = torch.optim.Adam(params, lr=1e-2)
+    optimizer = make_optimizers([model, guide], lr=1e-2)
     with pyro.validation_enabled(True):
         loss = loss_and_grads(estimator, model, guide, x[idx], idx, N)
     assert math.isfinite(loss)
-    grads = [p.grad for p in params]
+    grads = [None if p.grad is None else p.grad.to_dense() for p in params]  # per-example tables: sparse
     assert all(g is None or torch.isfinite(g).all() for g in grads)
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "no gradient reached the parameters"
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, params))
+    # per-example tables: the batch's rows moved, every other row is bit-for-bit unchanged
+    others = torch.ones(N, dtype=torch.bool)
+    others[idx] = False
+    for name in getattr(guide, "local_tables", ()):
+        table = getattr(guide, name).weight
+        old = before[[i for i, p in enumerate(params) if p is table][0]]
+        assert torch.equal(table[others], old[others]), name
+        assert not torch.equal(table[idx], old[idx]), name
     # a finite per-datapoint IWAE estimate after the step
-    result = iwae(model, guide, x, num_samples=4, batch_size=11)
+    result = iwae(model, guide, x, num_samples=4, batch_size=11, idx=torch.arange(N))
     assert result.log_likelihood.shape == (N,)
     assert torch.isfinite(result.log_likelihood).all()
     assert (result.log_likelihood >= result.elbo - 1e-9).all()  # Jensen, per sample set

@@ -10,6 +10,7 @@ from pyrovae import cli
 from pyrovae.config import TrainConfig
 from pyrovae.evaluate import _collapse
 from pyrovae.inference.diagnostics import mutual_information, per_dimension_kl
+from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.marginal import iwae
 from pyrovae.inference.mcmc import nuts_posterior
 from pyrovae.train import train
@@ -61,9 +62,9 @@ def test_collapse_flag(ppca):
         collapsed_guide.encoder[0].weight.zero_()
         collapsed_guide.encoder[0].bias.zero_()
         collapsed_guide.encoder[0].bias[3:] = 0.5413  # softplus^-1(1): q(z|x) = N(0, I) = p(z)
-    report = _collapse(ppca.model, collapsed_guide, ppca.x)
+    report = _collapse(ppca.model, *gaussian_params(collapsed_guide, ppca.x), ppca.x)
     assert report["collapsed"] and sum(report["kl_per_dimension"]) < 1e-3
-    healthy = _collapse(ppca.model, ppca.guide_at(), ppca.x)
+    healthy = _collapse(ppca.model, *gaussian_params(ppca.guide_at(), ppca.x), ppca.x)
     assert not healthy["collapsed"] and healthy["mutual_information"] > 0.5
 
 

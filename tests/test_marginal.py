@@ -89,12 +89,12 @@ def test_global_latent_is_refused():
     class Model(torch.nn.Module):
         max_plate_nesting = 1
 
-        def forward(self, x):
+        def forward(self, x, idx=None, num_data=None):
             mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
             with pyro.plate("data", x.shape[0], dim=-1):
                 pyro.sample("x", dist.Normal(mu, 1.0), obs=x[:, 0])
 
-    def guide(x):
+    def guide(x, idx=None, num_data=None):
         pyro.sample("mu", dist.Normal(0.0, 1.0))
 
     with pytest.raises(ValueError, match="per-datapoint"):

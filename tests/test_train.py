@@ -31,7 +31,7 @@ def test_cli_smoke_on_digits(tmp_path):
     assert "test log-likelihood (IWAE, K=20)" in proc.stdout
     figures = ["curves.png", "interpolations.png", "latent.png", "reconstructions.png", "samples.png", "traversals.png"]
     assert sorted(os.listdir(out)) == sorted(["best.pt", "config.json", "eval_test_K20.json", "last.pt",
-                                              "metrics.jsonl", *figures])
+                                              "metrics.jsonl", "khat_test.png", "collapse_test.png", *figures])
     assert "figures: curves.png, latent.png, samples.png" in proc.stdout
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]

@@ -21,11 +21,12 @@ class AmortizedGuide(PyroModule):
     :param model: the model; its ``num_pixels`` (P) and ``latent_dim`` (D) fix the shapes.
     :param tuple hidden: encoder hidden layer widths; ``()`` gives a linear encoder.
     :param str activation: hidden-layer activation.
+    :param num_data: unused (the encoder serves any number of examples).
     """
 
     min_scale = 1e-4
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh"):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
         super().__init__()
         self.latent_dim = model.latent_dim
         self.encoder = mlp([model.num_pixels, *hidden, 2 * model.latent_dim], activation)
