@@ -62,7 +62,7 @@ def frozen(*modules):
             p.requires_grad_(True)
 
 
-def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0):
+def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0, record_at=()):
     """Fit per-example Gaussians to ``x`` (B, P) with ``model`` frozen.
 
     :param loc, scale: initial parameters, shape (B, D): an encoder's output, or zeros and
@@ -70,29 +70,38 @@ def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=No
     :param int steps: Adam steps.
     :param mask: optional bool (B, P); only True pixels enter the likelihood.
     :param int record_every: also record the batch-mean ELBO every this many steps (0: never).
+    :param record_at: further steps at which to record it (e.g. log-spaced).
     :returns: ``(guide, curve)``: the fitted :class:`LocalGaussian` and a list of
-        ``(step, elbo)`` pairs, ELBO in nats per datapoint (a one-sample estimate per
-        step with ``num_particles=1``).
+        ``(step, elbo)`` pairs, ELBO in nats per datapoint, each estimated with
+        ``max(num_particles, 8)`` particles at the recorded step.
     """
     guide = LocalGaussian(loc, scale, site=model.latent_sites[0]).to(x.device)
-    return fit_guide(model, guide, x, steps, lr, num_particles, mask, record_every)
+    return fit_guide(model, guide, x, steps, lr, num_particles, mask, record_every, record_at)
 
 
-def fit_guide(model, guide, x, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0):
-    """Maximize the ELBO of ``guide``'s own parameters on ``x`` with ``model`` frozen
-    (Adam, Pyro's ``Trace_ELBO``); arguments and return value as in :func:`fit_local`."""
+def fit_guide(model, guide, x, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0, record_at=()):
+    """Maximize the ELBO of ``guide``'s own parameters on ``x`` with ``model`` frozen (Adam
+    with its step size annealed to 0 on a cosine over ``steps``, Pyro's ``Trace_ELBO``);
+    arguments and return value as in :func:`fit_local`."""
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
                       max_plate_nesting=model.max_plate_nesting)
+    recorder = Trace_ELBO(num_particles=max(num_particles, 8), vectorize_particles=True,
+                          max_plate_nesting=model.max_plate_nesting)
+    record_at = set(record_at)
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
+    # cosine annealing to 0: large early steps, then noise-free settling at the optimum
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     curve = []
     with frozen(model):
         for step in range(steps + 1):
-            loss = elbo.differentiable_loss(model, guide, x, None, None, mask)
-            if record_every and step % record_every == 0:
-                curve.append((step, -loss.item() / x.shape[0]))
+            if (record_every and step % record_every == 0) or step in record_at:
+                with torch.no_grad():
+                    curve.append((step, -recorder.loss(model, guide, x, None, None, mask) / x.shape[0]))
             if step == steps:
                 break
+            loss = elbo.differentiable_loss(model, guide, x, None, None, mask)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
     return guide, curve

@@ -133,6 +133,21 @@ def _posterior_check_parser(sub):
     return p
 
 
+def _compare_inference_parser(sub):
+    p = sub.add_parser("compare-inference", help="amortization and approximation gaps (Cremer et al. 2018)",
+                       description="Amortized vs per-example inference on a trained run: log p(x), L[q*], L[q], "
+                                   "the gaps, refinement curves and cost (see pyrovae.compare_inference).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--num-examples", type=int, default=1000, help="random examples of the split (default 1000)")
+    p.add_argument("--num-samples", type=int, default=5000, help="K for log p(x) and the ELBOs (default 5000)")
+    p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps optimizing q* (default 1000)")
+    p.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate of the per-example fits (default 3e-2)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    return p
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -141,6 +156,7 @@ def build_parser():
     _plot_parser(sub)
     _impute_parser(sub)
     _posterior_check_parser(sub)
+    _compare_inference_parser(sub)
     return parser
 
 
@@ -265,8 +281,34 @@ def cmd_posterior_check(args):
     return 0
 
 
+def cmd_compare_inference(args):
+    from pyrovae.compare_inference import compare_inference
+
+    result = compare_inference(args.run_dir, num_examples=args.num_examples, num_samples=args.num_samples,
+                               fit_steps=args.fit_steps, lr=args.lr, split=args.split, seed=args.seed,
+                               checkpoint=args.checkpoint)
+    r = result.report
+    print(f"{r['num_examples']} {r['split']} examples, K = {r['num_samples']}, q* after {r['fit_steps']} steps "
+          "(nats per datapoint, mean ± standard error):")
+    for key, name in (("log_likelihood", "log p(x) (IWAE, proposal q*)"), ("elbo_qstar", "L[q*] per-example"),
+                      ("elbo_q", "L[q] amortized"), ("approximation_gap", "approximation gap"),
+                      ("amortization_gap", "amortization gap")):
+        print(f"  {name:30} {r[key][0]:10.3f} ± {r[key][1]:.3f}")
+    if r["amortization_gap_closed_at_100_steps"] is not None:
+        print(f"  refinement from the encoder closes {r['amortization_gap_closed_at_100_steps']:.0%} of the "
+              "amortization gap in 100 steps")
+    print(f"{'mode':28}{'seconds':>10}{'parameters':>14}{'peak memory':>14}")
+    for mode, cost in r["cost"].items():
+        mem = cost.get("peak_memory_bytes")
+        secs = cost["seconds"]
+        print(f"{mode:28}{'-' if secs is None else f'{secs:.1f}':>10}{cost['parameters']:>14,}"
+              f"{'-' if not mem else f'{mem / 2**20:.0f} MiB':>14}")
+    print(f"saved in {result.path} and {result.figure}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
-            "posterior-check": cmd_posterior_check}
+            "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference}
 
 
 def main(argv=None):

@@ -41,11 +41,18 @@ def decode_mean(model, z):
     return model.likelihood(model.decoder(z)).mean
 
 
-@torch.no_grad()
 def posterior_means(model, guide, x):
-    """E_q[z | x] of the first latent site, shape (N, D)."""
+    """E_q[z | x] of the first latent site, shape (N, D). A per-example guide has no
+    parameters for new data, so per-example Gaussians are fitted to ``x`` first (100 steps)."""
     site = model.latent_sites[0]
-    means = log_weights(model, guide, x, 1)[3][site]
+    if getattr(guide, "local_tables", ()):
+        from pyrovae.inference.local_fit import fit_local
+
+        zeros = torch.zeros(len(x), model.latent_dim, device=x.device)
+        with torch.enable_grad():  # callers may run under no_grad
+            guide, _ = fit_local(model, x, zeros, torch.ones_like(zeros), steps=100, lr=3e-2)
+    with torch.no_grad():
+        means = log_weights(model, guide, x, 1)[3][site]
     if means is None:  # no analytic mean: average a few samples
         from pyrovae.inference.marginal import iwae
 

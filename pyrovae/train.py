@@ -25,6 +25,7 @@ from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, 
 from pyrovae.data import batches, load_dataset
 from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS
 from pyrovae.optim import make_optimizers
@@ -62,13 +63,22 @@ def seed_everything(seed):
     random.seed(seed)
 
 
-@torch.no_grad()
+VALID_FIT_STEPS = 50  # per-example guides: Adam steps fitting q to the validation data each epoch
+
+
 def validation_elbo(model, guide, x, seed, device):
     """Mean single-sample ELBO over ``x`` (N, P), nats per datapoint; the same random draws
-    every call (common random numbers make epochs comparable); the global RNG is untouched."""
+    every call (common random numbers make epochs comparable); the global RNG is untouched.
+    A per-example guide has no parameters for these examples: per-example Gaussians are fitted
+    to them from the prior for ``VALID_FIT_STEPS`` steps, model frozen."""
+    x = x.to(device)
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
-        result = iwae(model, guide, x.to(device), num_samples=1, batch_size=1000)
+        if getattr(guide, "local_tables", ()):
+            zeros = torch.zeros(len(x), model.latent_dim, device=device)
+            guide, _ = fit_local(model, x, zeros, torch.ones_like(zeros), steps=VALID_FIT_STEPS, lr=3e-2)
+        with torch.no_grad():
+            result = iwae(model, guide, x, num_samples=1, batch_size=1000)
     return float(result.elbo.mean())
 
 

@@ -1,0 +1,201 @@
+r"""``pyrovae compare-inference``: amortized against per-example inference on the same model.
+
+The decomposition of Cremer, Li & Duvenaud (2018, "Inference Suboptimality in Variational
+Autoencoders", arXiv:1801.03558, section 3), per test example, in nats:
+
+* log p-hat(x): the IWAE estimate with K samples (Burda et al. 2016, eq. 8), proposal q*;
+* L[q*]: the ELBO of a per-example diagonal Gaussian optimized to convergence (started at
+  the encoder's output, ``fit_steps`` Adam steps with 10 particles and a cosine-annealed step
+  size, model frozen), K-sample Monte Carlo;
+* L[q]: the amortized ELBO of the encoder's q(z|x), K-sample Monte Carlo;
+* approximation gap = log p-hat(x) - L[q*] (the family's limit);
+* amortization gap = L[q*] - L[q] (the encoder's shortfall).
+
+Each is averaged over the examples, with its standard error (the standard deviation of the
+per-example values over sqrt(N)). Also: the refinement curve (ELBO against Adam steps, from
+the encoder's output and from the prior N(0, I)), and the cost of each mode: seconds, number
+of variational parameters, and peak resident memory (Linux; None elsewhere).
+"""
+
+import json
+import math
+import os
+import time
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from pyrovae.checkpoint import atomic_write_text  # noqa: E402
+from pyrovae.errors import ConfigError  # noqa: E402
+from pyrovae.inference.guides import gaussian_params  # noqa: E402
+from pyrovae.inference.local_fit import fit_local  # noqa: E402
+from pyrovae.inference.marginal import iwae  # noqa: E402
+from pyrovae.run import load_run  # noqa: E402
+
+__all__ = ["compare_inference", "Comparison", "peak_memory"]
+
+CURVE_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class Comparison(NamedTuple):
+    report: dict
+    path: str
+    figure: str
+
+
+def _status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+class peak_memory:
+    """Peak resident memory (bytes) the block added to this process: Linux's VmHWM, reset on
+    entry, minus the resident memory on entry. ``peak`` is None where /proc does not allow it."""
+
+    def __enter__(self):
+        self.peak = None
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._start = _status("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is not None:
+            self.peak = max(_status("VmHWM") - self._start, 0)
+        return False
+
+
+def _mean_se(values):
+    values = torch.cat(values).double()
+    return float(values.mean()), float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=1000, lr=3e-2, split="test", seed=0,
+                      batch_size=100, checkpoint="best", progress=None, num_particles=10):
+    """Compute the decomposition described in the module doc for ``num_examples`` random
+    examples of ``split``; returns a :class:`Comparison` (also ``compare_inference.json`` and
+    ``compare_inference.png`` in the run directory).
+
+    :raises ConfigError: for a run without an encoder, or non-positive counts.
+    """
+    if num_examples < 2 or num_samples < 1 or fit_steps < 1:
+        raise ConfigError("need --num-examples >= 2, --num-samples >= 1 and --fit-steps >= 1")
+    config, model, guide, state, data = load_run(run_dir, checkpoint)
+    if getattr(guide, "local_tables", ()):
+        raise ConfigError("compare-inference compares an encoder with per-example inference; this run has no encoder")
+    part = data.split(split)
+    pick = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:num_examples]
+    x_all = part.x[pick]
+    record = [s for s in CURVE_STEPS if s <= fit_steps]
+    per = {k: [] for k in ("log_px", "elbo_qstar", "elbo_q", "khat_q", "khat_qstar")}
+    curves = {"from_encoder": [], "from_scratch": []}
+    seconds = {"amortized": 0.0, "refined_100": 0.0, "per_example": 0.0}
+    peaks = {}
+    torch.manual_seed(seed)
+    bar = tqdm(total=len(x_all), desc="compare-inference", unit="example",
+               disable=None if progress is None else not progress)
+    for start in range(0, len(x_all), batch_size):
+        x = x_all[start : start + batch_size]
+        with peak_memory() as mem:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                loc, scale = gaussian_params(guide, x)
+            seconds["amortized"] += time.perf_counter() - t0
+        peaks["amortized"] = max(peaks.get("amortized") or 0, mem.peak or 0) or None
+        t0 = time.perf_counter()
+        if fit_steps >= 100:  # the cost of the 100-step refinement, timed on its own
+            fit_local(model, x, loc, scale, steps=100, lr=lr, num_particles=num_particles)
+            seconds["refined_100"] += time.perf_counter() - t0
+        with peak_memory() as mem:
+            qstar, curve = fit_local(model, x, loc, scale, steps=fit_steps, lr=lr, record_at=record,
+                                     num_particles=num_particles)
+        peaks["refined"] = max(peaks.get("refined") or 0, mem.peak or 0) or None
+        curves["from_encoder"].append([e for _, e in curve])
+        t0 = time.perf_counter()
+        with peak_memory() as mem:
+            _, curve = fit_local(model, x, torch.zeros_like(loc), torch.ones_like(scale), steps=fit_steps, lr=lr,
+                                 record_at=record, num_particles=num_particles)
+        seconds["per_example"] += time.perf_counter() - t0
+        peaks["per_example"] = max(peaks.get("per_example") or 0, mem.peak or 0) or None
+        curves["from_scratch"].append([e for _, e in curve])
+        amortized = iwae(model, guide, x, num_samples, psis=True)
+        refined = iwae(model, qstar, x, num_samples, psis=True)
+        per["elbo_q"].append(amortized.elbo)
+        per["elbo_qstar"].append(refined.elbo)
+        per["log_px"].append(refined.log_likelihood)
+        per["khat_q"].append(amortized.khat)
+        per["khat_qstar"].append(refined.khat)
+        bar.update(len(x))
+    bar.close()
+
+    weights = np.array([len(c) for c in per["elbo_q"]], dtype=float)
+    weights /= weights.sum()
+    curve_mean = {k: (np.array(v) * weights[:, None]).sum(0).tolist() for k, v in curves.items()}
+    log_px, elbo_qstar, elbo_q = per["log_px"], per["elbo_qstar"], per["elbo_q"]
+    approx = [a - b for a, b in zip(log_px, elbo_qstar)]
+    amort = [a - b for a, b in zip(elbo_qstar, elbo_q)]
+    D, N = config.latent_dim, len(x_all)
+    encoder_params = sum(p.numel() for p in guide.parameters())
+    # share of the amortization gap closed by 100 refinement steps, on the curve's own estimates
+    gap = _mean_se(amort)[0]
+    at_100 = curve_mean["from_encoder"][record.index(100)] if 100 in record else None
+    closed = None if at_100 is None or gap <= 0 else (at_100 - curve_mean["from_encoder"][0]) / gap
+    report = {
+        "split": split, "num_examples": N, "num_samples": num_samples, "fit_steps": fit_steps, "lr": lr, "seed": seed,
+        "log_likelihood": _mean_se(log_px), "elbo_qstar": _mean_se(elbo_qstar), "elbo_q": _mean_se(elbo_q),
+        "approximation_gap": _mean_se(approx), "amortization_gap": _mean_se(amort),
+        "khat_share_above_0.7": {"q": float((torch.cat(per["khat_q"]) > 0.7).double().mean()),
+                                 "qstar": float((torch.cat(per["khat_qstar"]) > 0.7).double().mean())},
+        "refinement_curve": {"steps": record, **curve_mean},
+        "amortization_gap_closed_at_100_steps": closed,
+        "cost": {
+            "amortized": {"seconds": seconds["amortized"], "parameters": encoder_params,
+                          "peak_memory_bytes": peaks.get("amortized")},
+            "refined_100_steps": {"seconds": seconds["refined_100"] or None,
+                                  "parameters": encoder_params + 2 * N * D, "peak_memory_bytes": peaks.get("refined")},
+            f"per_example_{fit_steps}_steps": {"seconds": seconds["per_example"], "parameters": 2 * N * D,
+                                               "peak_memory_bytes": peaks.get("per_example")},
+        },
+        "units": "nats per datapoint; each pair is (mean, standard error)",
+    }
+    path = os.path.join(run_dir, "compare_inference.json")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    figure = os.path.join(run_dir, "compare_inference.png")
+    _figure(figure, report)
+    return Comparison(report, path, figure)
+
+
+def _figure(path, r):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ["approximation gap\nlog p(x) - L[q*]", "amortization gap\nL[q*] - L[q]"]
+    values = [r["approximation_gap"], r["amortization_gap"]]
+    left.bar(names, [v[0] for v in values], yerr=[2 * v[1] for v in values], color=["tab:blue", "tab:orange"],
+             capsize=6)
+    left.set_ylabel("nats per datapoint (± 2 s.e.)")
+    left.set_title(f"{r['num_examples']} {r['split']} examples, K = {r['num_samples']}", fontsize=9)
+    steps = np.array(r["refinement_curve"]["steps"]) + 1
+    right.plot(steps, r["refinement_curve"]["from_encoder"], marker="o", label="refined from the encoder")
+    right.plot(steps, r["refinement_curve"]["from_scratch"], marker="o", label="per-example from N(0, I)")
+    for key, name, style in (("log_likelihood", "log p(x) (IWAE)", ":"), ("elbo_qstar", "L[q*]", "--"),
+                             ("elbo_q", "L[q] (amortized)", "-.")):
+        right.axhline(r[key][0], color="0.3", linestyle=style, linewidth=1, label=name)
+    right.set_xscale("log")
+    right.set_xlabel("Adam steps + 1")
+    right.set_ylabel("ELBO (nats per datapoint)")
+    lo = min(r["elbo_q"][0], r["refinement_curve"]["from_encoder"][0]) - 5
+    right.set_ylim(lo, r["log_likelihood"][0] + 2)
+    right.legend(fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
