@@ -148,6 +148,17 @@ def _compare_inference_parser(sub):
     return p
 
 
+def _bench_parser(sub):
+    p = sub.add_parser("bench", help="median training-step time of each guide, as ratios in one run",
+                       description="Training-step benchmark (see pyrovae.bench).")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is reported (default 5)")
+    p.add_argument("--json", help="also write the results here")
+    return p
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -157,6 +168,7 @@ def build_parser():
     _impute_parser(sub)
     _posterior_check_parser(sub)
     _compare_inference_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -307,7 +319,17 @@ def cmd_compare_inference(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
+def cmd_bench(args):
+    from pyrovae.bench import bench_steps
+
+    results = bench_steps(args.data, args.data_dir, steps=args.steps, repeats=args.repeats, out=args.json)
+    print(f"{'training step (batch 100, IWAE architecture)':44}{'median ms':>10}{'ratio':>8}")
+    for r in results:
+        print(f"{r['step']:44}{1000 * r['seconds_median']:>10.2f}{r['ratio']:>8.2f}")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
             "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference}
 
 

@@ -7,6 +7,7 @@ latent site of the model inside :func:`pyrovae.models.plates.data_plate`.
 
 from pyrovae.inference.guides.amortized import AmortizedGuide
 from pyrovae.inference.guides.per_example import PerExampleGuide
+from pyrovae.inference.guides.semi_amortized import SemiAmortizedGuide
 
 __all__ = ["GUIDES", "gaussian_params"]
 
@@ -14,6 +15,7 @@ __all__ = ["GUIDES", "gaussian_params"]
 GUIDES = {
     "amortized": AmortizedGuide,  # MLP encoder -> diagonal Gaussian
     "per-example": PerExampleGuide,  # a diagonal Gaussian per training example, sparse updates
+    "semi-amortized": SemiAmortizedGuide,  # encoder + differentiable refinement (SA-VAE)
 }
 
 
