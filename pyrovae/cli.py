@@ -35,6 +35,17 @@ def _hidden(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _run_options(p, split=True, seed=True, device=True):
+    """The options every command on a saved run shares."""
+    if split:
+        p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    if device:
+        p.add_argument("--device", default="cpu")
+
+
 def _train_parser(sub):
     p = sub.add_parser("train", help="train a model and guide, then evaluate on the test split",
                        description="Train a VAE (Pyro model + guide) with a Pyro ELBO; evaluate log p(x) at the end.")
@@ -74,16 +85,13 @@ def _evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="estimate log p(x) (IWAE), the ELBO and active units of a run",
                        description="Per-datapoint IWAE log-likelihood (Burda et al. 2016, eq. 8) of a saved run.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--num-samples", type=int, default=5000, help="K importance samples per datapoint (default 5000)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same numbers")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-size", type=int, default=100, help="examples per chunk (default 100)")
     p.add_argument("--inference", default="auto", choices=["auto", "amortized", "refined", "per-example"],
                    help="q for the split: the run's guide (auto), the encoder, the encoder refined for "
                         "--refine-steps, or per-example Gaussians fitted from the prior")
     p.add_argument("--refine-steps", type=int, default=100, help="steps of refined / per-example (default 100)")
-    p.add_argument("--device", default="cpu")
+    _run_options(p)
     return p
 
 
@@ -91,9 +99,7 @@ def _plot_parser(sub):
     p = sub.add_parser("plot", help="write the run's figures (samples, reconstructions, latent space, ...)",
                        description="Write PNG figures of a run into its directory (see pyrovae.plots).")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="cpu")
+    _run_options(p, seed=False)
     return p
 
 
@@ -110,10 +116,7 @@ def _impute_parser(sub):
     p.add_argument("--steps", type=int, default=200, help="refinement steps of per-example (default 200)")
     p.add_argument("--num-examples", type=int, default=1000, help="random images of the split (default 1000)")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples per image (default 1000)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="cpu")
+    _run_options(p)
     return p
 
 
@@ -127,9 +130,7 @@ def _posterior_check_parser(sub):
     p.add_argument("--num-samples", type=int, default=1000, help="NUTS draws per chain (default 1000)")
     p.add_argument("--warmup-steps", type=int, default=500, help="NUTS warm-up steps per chain (default 500)")
     p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps fitting each per-example guide")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    _run_options(p, device=False)
     return p
 
 
@@ -142,9 +143,7 @@ def _compare_inference_parser(sub):
     p.add_argument("--num-samples", type=int, default=5000, help="K for log p(x) and the ELBOs (default 5000)")
     p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps optimizing q* (default 1000)")
     p.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate of the per-example fits (default 3e-2)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    _run_options(p, device=False)
     return p
 
 

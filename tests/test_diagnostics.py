@@ -7,13 +7,11 @@ import pytest
 import torch
 
 from pyrovae import cli
-from pyrovae.config import TrainConfig
 from pyrovae.evaluate import _collapse
 from pyrovae.inference.diagnostics import mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.marginal import iwae
 from pyrovae.inference.mcmc import nuts_posterior
-from pyrovae.train import train
 from tests.exact import make_ppca
 
 
@@ -69,10 +67,8 @@ def test_collapse_flag(ppca):
 
 
 @pytest.fixture(scope="module")
-def run_2d(tmp_path_factory):
-    out = tmp_path_factory.mktemp("diag") / "run"
-    train(TrainConfig(latent_dim=2, hidden=(32,), epochs=3, eval_num_samples=0), str(out), progress=False)
-    return out
+def run_2d(tiny_run):
+    return tiny_run(2)
 
 
 def test_evaluate_reports_khat_and_collapse(run_2d, capsys):

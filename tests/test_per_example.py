@@ -6,14 +6,12 @@ import pytest
 import torch
 
 from pyrovae import cli
-from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
 from pyrovae.inference.elbos import loss_and_grads, make_elbo
 from pyrovae.inference.guides import GUIDES
 from pyrovae.inference.local_fit import fit_local, frozen
 from pyrovae.inference.marginal import iwae
 from pyrovae.optim import make_optimizers
-from pyrovae.train import train
 from tests.exact import make_ppca
 
 
@@ -62,10 +60,8 @@ def test_gap_ordering_on_ppca():
 
 
 @pytest.fixture(scope="module")
-def amortized_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cmp") / "run"
-    train(TrainConfig(latent_dim=4, hidden=(32,), epochs=3, eval_num_samples=0), str(out), progress=False)
-    return out
+def amortized_run(tiny_run):
+    return tiny_run(4)
 
 
 def test_evaluate_inference_modes(amortized_run, capsys):

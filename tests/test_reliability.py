@@ -1,7 +1,6 @@
 """Faults: killed processes, signals, interrupted checkpoint writes; resume is exact."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,18 @@
+"""Shared fixtures: small trained runs on digits, made once per test module."""
+
+import pytest
+
+from pyrovae.config import TrainConfig
+from pyrovae.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Train a small digits VAE (3 epochs, one hidden layer of 32) with ``latent_dim``; returns its directory."""
+
+    def make(latent_dim):
+        out = tmp_path_factory.mktemp(f"tiny{latent_dim}") / "run"
+        train(TrainConfig(latent_dim=latent_dim, hidden=(32,), epochs=3, eval_num_samples=0), str(out), progress=False)
+        return out
+
+    return make
