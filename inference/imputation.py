@@ -18,10 +18,9 @@ The likelihood must factorize over pixels (every likelihood in
 import math
 from typing import NamedTuple
 
-import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import prune_subsample_sites
+
+from pyrovae.inference.marginal import particle_traces
 
 __all__ = ["ImputationResult", "impute_batch"]
 
@@ -41,7 +40,6 @@ def impute_batch(model, guide, x, mask, num_samples=1000, guide_input=None, max_
     :param int num_samples: K.
     :returns: an :class:`ImputationResult`.
     """
-    guide_input = x if guide_input is None else guide_input
     observed = mask.to(x.dtype)
     B = x.shape[0]
     chunk = max(1, min(num_samples, max_rows // B))
@@ -52,12 +50,7 @@ def impute_batch(model, guide, x, mask, num_samples=1000, guide_input=None, max_
     drawn = 0
     while drawn < num_samples:
         S = min(chunk, num_samples - drawn)
-        with pyro.plate("imputation_particles", S, dim=-(model.max_plate_nesting + 1)):
-            guide_trace = poutine.trace(guide).get_trace(guide_input)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-        model_trace.compute_log_prob()
-        guide_trace.compute_log_prob()
+        guide_trace, model_trace = particle_traces(model, guide, x, S, guide_input=guide_input)
         lw = torch.zeros(S, B, dtype=torch.float64, device=x.device)
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.inference import diagnostics
 
-__all__ = ["IWAEResult", "log_weights", "iwae", "active_units", "concat_results"]
+__all__ = ["IWAEResult", "particle_traces", "log_weights", "iwae", "active_units", "concat_results"]
 
 
 class IWAEResult(NamedTuple):
@@ -57,6 +57,24 @@ def _per_datapoint(site, shape):
     return log_prob
 
 
+def particle_traces(model, guide, x, num_samples, idx=None, num_data=None, guide_input=None):
+    """Trace ``num_samples`` guide draws per row of ``x`` and the model replayed on them, in one
+    vectorized pass (a particle plate left of the model's plates).
+
+    :param guide_input: what the guide reads instead of ``x`` (e.g. an image with its missing
+        pixels filled); the model always sees ``x``.
+    :returns: ``(guide_trace, model_trace)``, subsample sites pruned, log-probs computed.
+    """
+    guide_input = x if guide_input is None else guide_input
+    with pyro.plate("particles", num_samples, dim=-(model.max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(guide_input, idx, num_data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, idx, num_data)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    return guide_trace, model_trace
+
+
 def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
     """Draw ``num_samples`` guide samples for each row of ``x`` in one vectorized pass.
 
@@ -71,12 +89,7 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
         (None for a site whose guide distribution has no analytic mean).
     """
     S, B = num_samples, x.shape[0]
-    with pyro.plate("iwae_particles", S, dim=-(model.max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x, idx, num_data)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, idx, num_data)
-    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
+    guide_trace, model_trace = particle_traces(model, guide, x, S, idx, num_data)
     log_lik = torch.zeros(S, B, device=x.device)
     log_ratio = torch.zeros(S, B, device=x.device)  # log p(z) - log q(z|x)
     for name, site in model_trace.nodes.items():

@@ -31,7 +31,7 @@ from pyrovae.checkpoint import atomic_write_text  # noqa: E402
 from pyrovae.errors import ConfigError  # noqa: E402
 from pyrovae.inference.guides import gaussian_params  # noqa: E402
 from pyrovae.inference.guides.flow import FlowGuide  # noqa: E402
-from pyrovae.inference.local_fit import LocalGaussian, fit_guide  # noqa: E402
+from pyrovae.inference.local_fit import LocalGaussian, fit_guide, fit_local  # noqa: E402
 from pyrovae.inference.marginal import iwae  # noqa: E402
 from pyrovae.inference.mcmc import nuts_posterior  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
@@ -77,7 +77,8 @@ def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, war
 
     torch.manual_seed(seed)
     loc, scale = gaussian_params(guide, x)
-    per_example, _ = fit_local_from_scratch(model, x, D, fit_steps)
+    per_example, _ = fit_local(model, x, torch.zeros(len(x), D), torch.ones(len(x), D), steps=fit_steps, lr=0.02,
+                               num_particles=16)  # from the prior
     guides = {"amortized": lambda i: _Row(guide, x[i : i + 1]),
               "per-example": lambda i: _Row(_slice(per_example, i), x[i : i + 1])}
     flows = []
@@ -124,12 +125,6 @@ def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, war
 class _Row(NamedTuple):
     guide: object
     x: torch.Tensor
-
-
-def fit_local_from_scratch(model, x, D, steps):
-    from pyrovae.inference.local_fit import fit_local
-
-    return fit_local(model, x, torch.zeros(len(x), D), torch.ones(len(x), D), steps=steps, lr=0.02, num_particles=16)
 
 
 def _slice(local, i):
