@@ -7,9 +7,13 @@ trace          ``Trace_ELBO``               reparameterization (Kingma & Welling
 meanfield      ``TraceMeanField_ELBO``      reparameterization with analytic KL terms
 tracegraph     ``TraceGraph_ELBO``          score function with baselines for
                                             non-reparameterizable sites (Mnih & Gregor 2014)
-enum           ``TraceEnum_ELBO``           exact sums over enumerated discrete sites
+enum           ``TraceEnum_ELBO``           exact sums over the guide's discrete sites (marked
+                                            by :func:`~pyro.infer.config_enumerate`) and the
+                                            model's marked ones
 iwae           ``RenyiELBO(alpha=0)``       importance-weighted bound (Burda et al. 2016,
                                             arXiv:1509.00519, eq. 8)
+relaxed        ``Trace_ELBO`` on relaxed    Gumbel-softmax / Concrete reparameterization of
+               model and guide              discrete sites (see :mod:`.relax`)
 =============  ===========================  ==================================================
 
 All estimate the ELBO :math:`\mathbb{E}_q[\log p(x,z) - \log q(z|x)]`, except ``iwae``,
@@ -18,29 +22,49 @@ Particles are vectorized: ``num_particles`` samples are drawn in one batched pas
 """
 
 import pyro.poutine as poutine
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 
 from pyrovae.errors import ConfigError
+from pyrovae.inference.relax import Relaxed_ELBO
 from pyrovae.registry import lookup
 
-__all__ = ["ELBOS", "make_elbo", "loss_and_grads"]
+__all__ = ["ELBOS", "make_elbo", "loss_and_grads", "Enumerated_ELBO", "local_elbo"]
+
+
+class Enumerated_ELBO(TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` with every discrete site of the guide enumerated in parallel: guides
+    need no enumeration marks, so other estimators sample the same sites without warnings."""
+
+    def _get_traces(self, model, guide, args, kwargs):
+        return super()._get_traces(model, config_enumerate(guide, "parallel"), args, kwargs)
+
 
 # name -> Pyro ELBO class (keyword options are added by make_elbo)
 ELBOS = {
     "trace": Trace_ELBO,
     "meanfield": TraceMeanField_ELBO,
     "tracegraph": TraceGraph_ELBO,
-    "enum": TraceEnum_ELBO,
+    "enum": Enumerated_ELBO,
     "iwae": RenyiELBO,  # alpha=0
+    "relaxed": Relaxed_ELBO,  # temperature options from make_elbo's keyword arguments
 }
 
 
-def make_elbo(name, num_particles=1, max_plate_nesting=1):
+def local_elbo(model, **kwargs):
+    """The reparameterized ELBO for fitting Gaussian guides to ``model`` (per-example fits,
+    refinement): ``Trace_ELBO``, or :class:`Enumerated_ELBO` for models whose discrete sites must
+    be summed out (``model.requires_enum``). Keyword arguments go to the class."""
+    cls = Enumerated_ELBO if getattr(model, "requires_enum", False) else Trace_ELBO
+    return cls(max_plate_nesting=model.max_plate_nesting, **kwargs)
+
+
+def make_elbo(name, num_particles=1, max_plate_nesting=1, **options):
     """Build the Pyro ELBO called ``name``.
 
     :param str name: a key of :data:`ELBOS`.
     :param int num_particles: samples per datapoint (K), drawn vectorized when K > 1.
     :param int max_plate_nesting: the model's plate depth (1 for the data plate).
+    :param options: estimator options (``relaxed``: see :class:`~.relax.Relaxed_ELBO`).
     :raises UnknownNameError: for an unknown name (the message lists the valid ones).
     :raises ConfigError: for ``num_particles < 1``, or ``iwae`` with one particle.
     """
@@ -59,10 +83,10 @@ def make_elbo(name, num_particles=1, max_plate_nesting=1):
                 "K >= 2 (Burda et al. 2016 use K = 5 and 50), or use --elbo trace"
             )
         kwargs["alpha"] = 0.0
-    return cls(**kwargs)
+    return cls(**kwargs, **options)
 
 
-def loss_and_grads(elbo, model, guide, x, idx=None, num_data=None):
+def loss_and_grads(elbo, model, guide, x, idx=None, num_data=None, **kwargs):
     """One stochastic estimate of the negative ELBO, with its gradient accumulated in ``.grad``.
 
     Estimators with a ``differentiable_loss`` run through the ``ELBOModule`` that
@@ -79,6 +103,7 @@ def loss_and_grads(elbo, model, guide, x, idx=None, num_data=None):
     :param torch.Tensor x: the batch, shape (B, P).
     :param torch.Tensor idx: the batch's indices, shape (B,), or None.
     :param int num_data: the dataset size; defaults to B.
+    :param kwargs: further keyword arguments of the model and guide (e.g. ``y``, observed labels).
     :returns: the loss as a Python float, in nats for the whole dataset (minus the ELBO,
         estimated from the batch).
     """
@@ -87,11 +112,11 @@ def loss_and_grads(elbo, model, guide, x, idx=None, num_data=None):
     if isinstance(elbo, RenyiELBO) and num_data != batch:
         rescale = batch / num_data
         loss = elbo.loss_and_grads(
-            poutine.scale(model, scale=rescale), poutine.scale(guide, scale=rescale), x, idx, num_data
+            poutine.scale(model, scale=rescale), poutine.scale(guide, scale=rescale), x, idx, num_data, **kwargs
         )
         return float(loss) / rescale
     if hasattr(elbo, "differentiable_loss"):
-        loss = elbo(model, guide)(x, idx, num_data)
+        loss = elbo(model, guide)(x, idx, num_data, **kwargs)
         loss.backward()
         return loss.item()
-    return float(elbo.loss_and_grads(model, guide, x, idx, num_data))
+    return float(elbo.loss_and_grads(model, guide, x, idx, num_data, **kwargs))

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.infer import Trace_ELBO
 from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovae.inference.elbos import local_elbo
 from pyrovae.models.plates import data_plate
 from pyrovae.nets import inverse_softplus
 
@@ -81,12 +81,11 @@ def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=No
 
 def fit_guide(model, guide, x, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0, record_at=()):
     """Maximize the ELBO of ``guide``'s own parameters on ``x`` with ``model`` frozen (Adam
-    with its step size annealed to 0 on a cosine over ``steps``, Pyro's ``Trace_ELBO``);
+    with its step size annealed to 0 on a cosine over ``steps``, Pyro's ``Trace_ELBO``, or the
+    enumerated ELBO for models that sum discrete sites out);
     arguments and return value as in :func:`fit_local`."""
-    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
-                      max_plate_nesting=model.max_plate_nesting)
-    recorder = Trace_ELBO(num_particles=max(num_particles, 8), vectorize_particles=True,
-                          max_plate_nesting=model.max_plate_nesting)
+    elbo = local_elbo(model, num_particles=num_particles, vectorize_particles=num_particles > 1)
+    recorder = local_elbo(model, num_particles=max(num_particles, 8), vectorize_particles=True)
     record_at = set(record_at)
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
     # cosine annealing to 0: large early steps, then noise-free settling at the optimum

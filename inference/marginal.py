@@ -25,6 +25,8 @@ from typing import NamedTuple
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.infer import config_enumerate
+from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
@@ -48,8 +50,14 @@ class IWAEResult(NamedTuple):
 
 
 def _per_datapoint(site, shape):
+    """A site's log-prob per datapoint: shape ``shape`` = (S, B), or (E..., S, B) with enumerated
+    dimensions on the left (dimensions of size 1 broadcast)."""
     log_prob = site["unscaled_log_prob"]  # per datapoint: no subsample scale (masks in the distribution stay)
-    if log_prob.shape != shape:
+    if _enumerated(site):  # (E..., 1, 1) and the like: must broadcast against (S, B)
+        ok = log_prob.dim() >= 2 and all(t in (1, s) for t, s in zip(log_prob.shape[-2:], shape))
+    else:  # (S, B), or (E..., S, B) for a site downstream of enumerated ones
+        ok = log_prob.dim() >= 2 and log_prob.shape[-1] == shape[-1] and log_prob.shape[-2] in (1, shape[0])
+    if not ok:
         raise ValueError(
             f"site {site['name']!r} has log-prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
             "(samples, examples): per-datapoint estimates need every site inside the data plate"
@@ -61,22 +69,47 @@ def particle_traces(model, guide, x, num_samples, idx=None, num_data=None, guide
     """Trace ``num_samples`` guide draws per row of ``x`` and the model replayed on them, in one
     vectorized pass (a particle plate left of the model's plates).
 
+    For an ``enumerable`` model, the guide's discrete sites and the model's sites marked
+    ``infer={"enumerate": "parallel"}`` are enumerated instead of sampled, guide sites first,
+    in dimensions left of the particle plate (as :class:`~pyro.infer.TraceEnum_ELBO` does).
+
     :param guide_input: what the guide reads instead of ``x`` (e.g. an image with its missing
         pixels filled); the model always sees ``x``.
     :returns: ``(guide_trace, model_trace)``, subsample sites pruned, log-probs computed.
     """
     guide_input = x if guide_input is None else guide_input
+    if getattr(model, "enumerable", False):
+        guide = config_enumerate(guide, "parallel")
     with pyro.plate("particles", num_samples, dim=-(model.max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(guide_input, idx, num_data)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, idx, num_data)
+        guide_trace = poutine.trace(
+            EnumMessenger(first_available_dim=-(model.max_plate_nesting + 2))(guide)
+        ).get_trace(guide_input, idx, num_data)
+        model_trace = poutine.trace(
+            EnumMessenger()(poutine.replay(model, trace=guide_trace))  # enumerates after the guide's dims
+        ).get_trace(x, idx, num_data)
     guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     return guide_trace, model_trace
 
 
+def _enumerated(site):
+    return site["infer"].get("_enumerate_dim") is not None
+
+
 def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
-    """Draw ``num_samples`` guide samples for each row of ``x`` in one vectorized pass.
+    r"""Draw ``num_samples`` guide samples for each row of ``x`` in one vectorized pass.
+
+    Enumerated discrete sites are summed exactly. With guide-enumerated values :math:`e` (weights
+    :math:`q(e|x)`), model-only enumerated values :math:`c` and sampled latents :math:`z_e`,
+
+    * the log weight is :math:`\log \sum_{e,c} p(x, e, c, z_e) / q(z_e | x, e)`, an unbiased
+      estimate of :math:`p(x)` in the exponent, as each branch :math:`e` is weighted by its
+      exact sum rather than sampled;
+    * the ELBO term is :math:`\sum_e q(e|x) [\log \sum_c p(x, e, c, z_e) - \log q(e|x)
+      - \log q(z_e|x,e)]`, the ELBO that :class:`~pyro.infer.TraceEnum_ELBO` optimizes.
+
+    Without enumerated sites both are :math:`\log p(x, z) - \log q(z|x)`.
 
     :param model: the model; ``model.max_plate_nesting`` places the particle plate.
     :param guide: the guide, with the model's signature.
@@ -84,31 +117,54 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
     :param int num_samples: S.
     :param idx, num_data: the batch's indices in a dataset of ``num_data`` examples, for guides
         with per-example parameters; the estimates stay per datapoint (no subsample scaling).
-    :returns: ``(log_w, log_lik, log_prior, posterior_mean)``: the log weights, log p(x|z) and
-        log p(z) - log q(z|x), each of shape (S, B), and a dict site -> E_q[z|x] of shape (B, D)
-        (None for a site whose guide distribution has no analytic mean).
+    :returns: ``(log_w, elbo, log_lik, posterior_mean)``: the log weights, the ELBO terms and
+        the expected log p(x | latents), each of shape (S, B), and a dict site -> E_q[z|x] of
+        shape (B, D) (None for a site without an analytic mean, or an enumerated one).
+    :raises ValueError: if a site's log-probability is not per datapoint.
     """
     S, B = num_samples, x.shape[0]
     guide_trace, model_trace = particle_traces(model, guide, x, S, idx, num_data)
-    log_lik = torch.zeros(S, B, device=x.device)
-    log_ratio = torch.zeros(S, B, device=x.device)  # log p(z) - log q(z|x)
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if site["is_observed"]:
-            log_lik = log_lik + _per_datapoint(site, (S, B))
-        else:
-            log_ratio = log_ratio + _per_datapoint(site, (S, B))
-    means = {}
+    joint, log_lik, q_enum = 0.0, 0.0, 0.0  # log p(x, latents) - log q(sampled), log p(x|.), log q(e)
+    guide_dims, model_dims, means = set(), set(), {}
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        log_ratio = log_ratio - _per_datapoint(site, (S, B))
-        try:
-            means[name] = site["fn"].mean.reshape(S, B, -1).mean(0)
-        except NotImplementedError:
+        log_q = _per_datapoint(site, (S, B))
+        if _enumerated(site):
+            guide_dims.add(site["infer"]["_enumerate_dim"])
+            q_enum = q_enum + log_q
             means[name] = None
-    return log_lik + log_ratio, log_lik, log_ratio, means
+            continue
+        joint = joint - log_q
+        try:
+            mean = site["fn"].mean
+        except NotImplementedError:
+            mean = None
+        # a site downstream of enumerated ones has extra (E...) dimensions: no single mean
+        means[name] = mean.reshape(S, B, -1).mean(0) if mean is not None and mean.shape[:2] == (S, B) else None
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        log_p = _per_datapoint(site, (S, B))
+        joint = joint + log_p
+        if site["is_observed"]:
+            log_lik = log_lik + log_p
+        elif _enumerated(site) and name not in guide_trace.nodes:
+            model_dims.add(site["infer"]["_enumerate_dim"])
+    shape = torch.broadcast_shapes(torch.Size([S, B]), *(torch.as_tensor(t).shape for t in (joint, log_lik, q_enum)))
+    joint, log_lik, q_enum = (torch.as_tensor(t, device=x.device).expand(shape) for t in (joint, log_lik, q_enum))
+    enum_dims = sorted(guide_dims | model_dims)
+    log_w = joint.logsumexp(enum_dims, keepdim=True) if enum_dims else joint
+    if model_dims:  # model-only sites: the model's marginal, and p(c | x, e, z) for the reconstruction
+        dims = sorted(model_dims)
+        marginal = joint.logsumexp(dims, keepdim=True)
+        log_lik = ((joint - marginal).exp() * log_lik).sum(dims, keepdim=True)
+        joint = marginal
+    if guide_dims:
+        dims, q = sorted(guide_dims), q_enum.exp()
+        joint = (q * (joint - q_enum)).sum(dims, keepdim=True)
+        log_lik = (q * log_lik).sum(dims, keepdim=True)
+    return tuple(t.reshape(S, B) for t in (log_w, joint, log_lik)) + (means,)
 
 
 @torch.no_grad()
@@ -139,21 +195,21 @@ def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, prog
         where = {} if idx is None else {"idx": idx[start : start + batch_size], "num_data": getattr(guide, "num_data", None)}
         chunk = max(1, min(num_samples, max_rows // xb.shape[0]))
         lse_w = lse_2w = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64)
-        sum_w = sum_ll = torch.zeros(xb.shape[0], dtype=torch.float64)
+        sum_el = sum_ll = torch.zeros(xb.shape[0], dtype=torch.float64)
         mean_sums, drawn, kept = {}, 0, []
         while drawn < num_samples:
             s = min(chunk, num_samples - drawn)
-            lw, ll, _, means = log_weights(model, guide, xb, s, **where)
-            lw, ll = lw.double().cpu(), ll.double().cpu()
+            lw, el, ll, means = log_weights(model, guide, xb, s, **where)
+            lw, el, ll = lw.double().cpu(), el.double().cpu(), ll.double().cpu()
             if psis:
                 kept.append(lw)
             lse_w = torch.logaddexp(lse_w, lw.logsumexp(0))
             lse_2w = torch.logaddexp(lse_2w, (2 * lw).logsumexp(0))
-            sum_w, sum_ll = sum_w + lw.sum(0), sum_ll + ll.sum(0)
+            sum_el, sum_ll = sum_el + el.sum(0), sum_ll + ll.sum(0)
             for name, m in means.items():
                 mean_sums.setdefault(name, []).append(None if m is None else m.double().cpu() * s)
             drawn += s
-        elbo = sum_w / num_samples
+        elbo = sum_el / num_samples
         recon = sum_ll / num_samples
         post = {
             name: None if any(v is None for v in vals) else sum(vals) / num_samples

@@ -17,9 +17,9 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro import distributions as dist
-from pyro.infer import Trace_ELBO
 from torch.nn import functional as F
 
+from pyrovae.inference.elbos import local_elbo
 from pyrovae.inference.guides.amortized import AmortizedGuide
 from pyrovae.models.plates import data_plate
 
@@ -45,7 +45,7 @@ class SemiAmortizedGuide(AmortizedGuide):
         """K refinement steps from (loc, raw), each (B, D); returns the refined pair."""
         model = self._model[0]
         site = model.latent_sites[0]
-        inner = Trace_ELBO(max_plate_nesting=model.max_plate_nesting)
+        inner = local_elbo(model)
         train_through = torch.is_grad_enabled() and self.training
         with torch.enable_grad():
             if not train_through:
