@@ -2,12 +2,21 @@
 
 Registry tables, one line per entry:
 
-* :data:`MODELS`: name -> ``Model(prior, likelihood, latent_dim, hidden, activation)``
+* :data:`MODELS`: name -> ``Model(prior, likelihood, latent_dim, hidden, activation, num_classes)``
 * :data:`PRIORS`: name -> ``Prior(latent_dim)``
 * :data:`LIKELIHOODS`: name -> ``Likelihood(num_pixels)``
+
+A model class may carry these attributes, read by the builder and the trainer:
+``discrete_sites`` (names of its discrete latent sites), ``enumerable`` (those sites are marked
+for parallel enumeration), ``requires_enum`` (only ``TraceEnum_ELBO`` gives its ELBO),
+``owns_prior`` (``--prior`` does not apply), ``semi_supervised`` (some examples observe a label).
 """
 
+from pyrovae.models.bernoulli_vae import BernoulliVAE
+from pyrovae.models.categorical_vae import CategoricalVAE
 from pyrovae.models.likelihoods import LIKELIHOODS
+from pyrovae.models.m2 import M2
+from pyrovae.models.mixture_vae import MixtureVAE
 from pyrovae.models.priors import PRIORS
 from pyrovae.models.vae import VAE
 
@@ -15,4 +24,8 @@ __all__ = ["MODELS", "PRIORS", "LIKELIHOODS", "VAE"]
 
 MODELS = {
     "vae": VAE,  # one Gaussian latent layer, MLP decoder (Kingma & Welling 2014)
+    "m2": M2,  # semi-supervised: class y (enumerated or sampled) and z (Kingma et al. 2014)
+    "mixture-vae": MixtureVAE,  # Gaussian-mixture prior, component summed by enumeration
+    "bernoulli-vae": BernoulliVAE,  # binary latents, sigmoid belief network (Mnih & Gregor 2014)
+    "categorical-vae": CategoricalVAE,  # N one-hot K-way latents (Jang et al. 2017)
 }

@@ -26,12 +26,13 @@ class VAE(PyroModule):
     :param int latent_dim: D.
     :param tuple hidden: decoder hidden layer widths; ``()`` gives a linear decoder.
     :param str activation: hidden-layer activation.
+    :param num_classes: unused (no discrete latents); accepted like every model's.
     """
 
     max_plate_nesting = 1  # the data plate
     latent_sites = ("z",)
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh"):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=None):
         super().__init__()
         self.latent_dim = latent_dim
         self.num_pixels = likelihood.num_pixels

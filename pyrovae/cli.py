@@ -58,11 +58,21 @@ def _train_parser(sub):
     opt("--prior", help=f"prior name (default {d.prior})")
     opt("--likelihood", help=f"bernoulli or gaussian (default {d.likelihood})")
     opt("--guide", help=f"guide name (default {d.guide})")
-    opt("--elbo", help=f"trace, meanfield, tracegraph, enum or iwae (default {d.elbo})")
+    opt("--elbo", help=f"trace, meanfield, tracegraph, enum, iwae or relaxed (default {d.elbo})")
     opt("--num-particles", type=int, help=f"samples per datapoint per step, K for iwae (default {d.num_particles})")
     opt("--latent-dim", type=int, help=f"latent dimension D (default {d.latent_dim})")
     opt("--hidden", type=_hidden, help="hidden layer widths of encoder and decoder (default 200,200)")
     opt("--activation", help=f"tanh, relu, elu, softplus, gelu (default {d.activation})")
+    opt("--num-classes", type=int,
+        help=f"classes of each discrete latent: m2 labels, mixture-vae components, categories (default {d.num_classes})")
+    opt("--num-labels", type=int, help=f"m2: class-balanced labelled training examples (default {d.num_labels})")
+    opt("--aux-weight", type=float,
+        help=f"m2: classification loss weight alpha / N (default {d.aux_weight}, Kingma et al. 2014)")
+    opt("--temperature", type=float, help=f"relaxed: initial temperature (default {d.temperature})")
+    opt("--temperature-min", type=float, help=f"relaxed: floor of the annealed temperature (default {d.temperature_min})")
+    opt("--anneal-rate", type=float, help=f"relaxed: temperature decay per step (default {d.anneal_rate})")
+    opt("--straight-through", action="store_const", const=True,
+        help="relaxed: one-hot forward values with relaxed gradients")
     opt("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
     opt("--batch-size", type=int, help=f"minibatch size (default {d.batch_size})")
     opt("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
@@ -211,10 +221,22 @@ def cmd_train(args):
         print(f"test log-likelihood (IWAE, K={r['num_samples']}): {r['log_likelihood']:.3f} "
               f"± {r['log_likelihood_stderr']:.3f} nats per datapoint; ELBO {r['elbo']:.3f}; "
               f"active units {r['active_units']}/{r['latent_dim']}")
+        for line in _label_lines(r):
+            print(line)
         print(f"evaluation saved in {result.evaluation.path}")
     if result.figures:
         print("figures: " + ", ".join(os.path.basename(p) for p in result.figures))
     return 0
+
+
+def _label_lines(report):
+    """Human-readable lines for the label metrics of an evaluation report, if any."""
+    if "accuracy" in report:
+        yield (f"test accuracy of q(y | x): {report['accuracy']:.1%}; the same classifier trained on the "
+               f"{report['num_labels']} labels alone: {report['accuracy_labelled_only']:.1%}")
+    if "clustering_accuracy" in report:
+        yield (f"clustering accuracy (best matching of components to labels): {report['clustering_accuracy']:.1%}; "
+               f"NMI {report['nmi']:.3f}")
 
 
 def cmd_evaluate(args):
@@ -236,6 +258,8 @@ def cmd_evaluate(args):
     elif r.get("mutual_information") is not None:
         print(f"posterior collapse: no ({r['active_units']} of {r['latent_dim']} units active, "
               f"I(x; z) = {r['mutual_information']:.2f} nats)", file=sys.stderr)
+    for line in _label_lines(r):
+        print(line, file=sys.stderr)
     print(f"saved in {ev.path} and {', '.join(ev.figures)} ({ev.seconds:.1f} s)", file=sys.stderr)
     return 0
 

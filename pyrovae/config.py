@@ -27,6 +27,15 @@ class TrainConfig:
     latent_dim: int = 50
     hidden: tuple = (200, 200)
     activation: str = "tanh"
+    num_classes: int = 10  # classes of each discrete latent: M2 labels, mixture components, categories
+    # semi-supervised models (m2)
+    num_labels: int = 100  # class-balanced labelled training examples; the rest are unlabelled
+    aux_weight: float = 0.1  # alpha / N of the classification loss (Kingma et al. 2014 use alpha = 0.1 N)
+    # the relaxed estimator (Gumbel-softmax / Concrete)
+    temperature: float = 1.0  # initial tau (Jang et al. 2017)
+    temperature_min: float = 0.5  # floor of the annealed tau
+    anneal_rate: float = 1e-4  # tau_t = max(temperature_min, temperature * exp(-anneal_rate * t))
+    straight_through: bool = False  # one-hot forward values, relaxed gradients
     # optimisation
     epochs: int = 200  # the default digits run takes well under a minute on 2 cores
     batch_size: int = 100  # Burda et al. 2016
@@ -47,10 +56,15 @@ class TrainConfig:
         positive = {
             "latent_dim": self.latent_dim, "epochs": self.epochs, "batch_size": self.batch_size,
             "num_particles": self.num_particles, "lr": self.lr, "local_lr": self.local_lr,
+            "num_classes": self.num_classes, "temperature": self.temperature,
+            "temperature_min": self.temperature_min,
         }
         for name, value in positive.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("num_labels", "aux_weight", "anneal_rate"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.local_steps < 0:
             raise ConfigError(f"--local-steps must be >= 0, got {self.local_steps}")
         if self.patience < 1:

@@ -289,16 +289,18 @@ def load_dataset(name, data_dir=None, binary=True, split_seed=0):
     return DATASETS[name](data_dir, binary, split_seed)
 
 
-def batches(split, batch_size, generator, binarize=False, shuffle=True):
+def batches(split, batch_size, generator, binarize=False, shuffle=True, drop_last=False):
     """Yield minibatches ``(x, idx)`` of shapes (B, P) and (B,) over one epoch.
 
     :param torch.Generator generator: drives the shuffling and dynamic binarization, so
         saving its state makes the data order resumable.
     :param bool binarize: draw x ~ Bernoulli(intensity) (dynamic binarization).
+    :param bool drop_last: skip the final smaller batch (estimators whose baselines keep a
+        running average per batch position need one batch shape).
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
+    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
         idx = order[start : start + batch_size]
         x = split.x[idx]
         if binarize:

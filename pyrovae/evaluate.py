@@ -30,11 +30,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.checkpoint import atomic_write_text
+from pyrovae.classification import classification_accuracy, clustering_scores, supervised_baseline
 from pyrovae.errors import ConfigError
 from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
+from pyrovae.objective import labelled_subset
 from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
 
@@ -86,7 +88,7 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         if mode in ("amortized", "table"):
             idx = torch.arange(len(x), device=device) if mode == "table" else None
             result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress, psis=True, idx=idx)
-            loc, scale = _gaussian_or_none(guide, x.to(device), idx)
+            loc, scale = _gaussian_or_none(model, guide, x.to(device), idx)
         else:
             result, loc, scale = _local_iwae(model, guide, x.to(device), mode, refine_steps, refine_lr, num_samples,
                                              batch_size, max_rows)
@@ -127,15 +129,33 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         "seed": seed,
         "units": "nats per datapoint",
     }
+    if data.split(split).y is not None:
+        report.update(_label_metrics(config, model, guide, data, split, loc))
     suffix = "" if inference == "auto" else f"_{mode}" + (f"{refine_steps}" if report["refine_steps"] else "")
     path = os.path.join(run_dir, f"eval_{split}_K{num_samples}{suffix}.json")
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     figures = [plot_khat(os.path.join(run_dir, f"khat_{split}.png"), result.khat, x, data.image_shape)]
     if report.get("kl_per_dimension") is not None:
-        variances = next(iter(result.posterior_mean.values())).var(0, unbiased=False)
+        variances = next(m for m in result.posterior_mean.values() if m is not None).var(0, unbiased=False)
         figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{split}.png"), report["kl_per_dimension"],
                                      variances.tolist()))
     return Evaluation(report, path, seconds, figures)
+
+
+def _label_metrics(config, model, guide, data, split, loc):
+    """Test accuracy of q(y | x) beside the same classifier trained on the labelled subset alone
+    (semi-supervised models), or clustering accuracy of argmax_c p(c | E_q[z|x]) (mixture priors)."""
+    labels, x = data.split(split).y, data.split(split).x
+    if hasattr(guide, "classify"):
+        labelled = labelled_subset(data.train.y, config.num_labels, model.num_classes, config.seed)
+        alone = supervised_baseline(data.train.x[labelled], data.train.y[labelled], model.num_classes,
+                                    config.hidden, config.activation, seed=config.seed)
+        return {"accuracy": classification_accuracy(guide.classify, x, labels),
+                "num_labels": len(labelled),
+                "accuracy_labelled_only": classification_accuracy(alone, x.cpu(), labels)}
+    if hasattr(model, "assign") and loc is not None:
+        return clustering_scores(model.assign(loc), labels)
+    return {}
 
 
 def _mode(inference, guide, split):
@@ -147,7 +167,9 @@ def _mode(inference, guide, split):
     return inference
 
 
-def _gaussian_or_none(guide, x, idx=None):
+def _gaussian_or_none(model, guide, x, idx=None):
+    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites):  # the guide samples discrete sites
+        return None, None
     try:
         return gaussian_params(lambda *a: guide(x, idx, getattr(guide, "num_data", None)), x)
     except ValueError:
@@ -175,9 +197,11 @@ def _local_iwae(model, guide, x, mode, steps, lr, num_samples, batch_size, max_r
 def _collapse(model, loc, scale, x, max_examples=1000):
     """Per-dimension KL, mutual information and a collapse flag, for Gaussian q and prior
     (see :mod:`pyrovae.inference.diagnostics`); an empty-valued report otherwise."""
+    if loc is None:
+        return {"kl_per_dimension": None, "mutual_information": None, "collapsed": None}
     prior = model.prior()
     base = getattr(prior, "base_dist", prior)
-    if loc is None or not isinstance(base, torch.distributions.Normal):
+    if not isinstance(base, torch.distributions.Normal):
         return {"kl_per_dimension": None, "mutual_information": None, "collapsed": None}
     kl = per_dimension_kl(loc, scale, base.loc, base.scale)
     gen = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ from torch import nn
 
 from pyrovae.registry import lookup
 
-__all__ = ["ACTIVATIONS", "mlp", "parse_hidden"]
+__all__ = ["ACTIVATIONS", "mlp", "parse_hidden", "broadcast_cat", "inverse_softplus"]
 
 # name -> activation module; the IWAE paper (Burda et al. 2016) uses tanh.
 ACTIVATIONS = {
@@ -65,3 +65,10 @@ def inverse_softplus(y):
     """The inverse of ``softplus``: ``log(expm1(y))`` for ``y > 0``."""
     y = torch.as_tensor(y)
     return y + torch.log(-torch.expm1(-y))
+
+
+def broadcast_cat(*tensors):
+    """Concatenate along the last dimension after broadcasting all other dimensions, so an
+    input (B, P) joins an enumerated one-hot label (C, 1, C) as (C, B, P + C)."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)

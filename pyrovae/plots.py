@@ -133,6 +133,19 @@ def _latent(means, labels, path):
 
 
 @torch.no_grad()
+def _discrete_model_figures(run_dir, model, shape, seed):
+    """Curves, and 100 samples E[x | latents] from the model's ``sample_means`` (for M2, one
+    column per class)."""
+    written = [p for p in (_curves(run_dir, os.path.join(run_dir, "curves.png")),) if p]
+    if shape is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            images = model.sample_means(100).cpu()
+        written.append(_save_image(os.path.join(run_dir, "samples.png"), _grid(images, 10, shape),
+                                   getattr(model, "samples_title", "samples: E[x | latents], latents ~ p")))
+    return written
+
+
 def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0):
     """Write the figures listed in the module doc into ``run_dir``.
 
@@ -146,6 +159,8 @@ def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0)
     pick = torch.randperm(len(part), generator=gen)[:max_points]
     x = part.x[pick].to(device)
     labels = None if part.y is None else part.y[pick]
+    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites):  # no Gaussian code to embed
+        return _discrete_model_figures(run_dir, model, data.image_shape, seed)
     means = posterior_means(model, guide, x).cpu()  # (N, D)
     written = [p for p in (_curves(run_dir, os.path.join(run_dir, "curves.png")),
                            _latent(means, labels, os.path.join(run_dir, "latent.png"))) if p]

@@ -24,7 +24,7 @@ from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from pyrovae.data import batches, load_dataset
 from pyrovae.errors import ConfigError, PyrovaeError
-from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.objective import make_objective
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS
@@ -132,6 +132,10 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         x0 = torch.bernoulli(x0, generator=torch.Generator().manual_seed(config.seed))
     with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
         elbo.loss(model, guide, x0.to(device), torch.arange(2), num_train)
+    pyro.clear_param_store()  # drop the check's running-average baselines (shaped for its 2 rows)
+    objective = make_objective(config, model, guide, elbo, data.train, device)
+    drop_last = config.elbo == "tracegraph"  # Pyro's decaying-average baselines need one batch shape
+    seen = num_train - (num_train % config.batch_size if drop_last else 0)  # examples per epoch
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
 
     start_epoch, step, best, best_epoch, since_best = 0, 0, -math.inf, 0, 0
@@ -176,16 +180,19 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                     data_gen.set_state(position["epoch_data_rng"])
                 epoch_data_rng = data_gen.get_state()
                 model.train(), guide.train()
-                for batch, (x, idx) in enumerate(batches(data.train, config.batch_size, data_gen, dynamic), 1):
+                for batch, (x, idx) in enumerate(batches(data.train, config.batch_size, data_gen, dynamic,
+                                                         drop_last=drop_last), 1):
                     if batch <= skip:
                         continue
                     x, idx = x.to(device), idx.to(device)
+                    if hasattr(elbo, "set_step"):  # annealed estimators (relaxed): tau at this step
+                        elbo.set_step(step)
                     for _ in range(config.local_steps):  # coordinate ascent: the batch's own rows first
                         optimizer.zero_grad(set_to_none=True)
-                        loss_and_grads(elbo, model, guide, x, idx, num_train)
+                        objective(x, idx)
                         optimizer.step(shared=False)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = loss_and_grads(elbo, model, guide, x, idx, num_train)
+                    loss = objective(x, idx)
                     step += 1
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -194,7 +201,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                             "try a lower --lr"
                         )
                     optimizer.step(local=not config.local_steps)  # SVI: joint; coordinate ascent: decoder
-                    total += loss * x.shape[0] / num_train  # this batch's share of the full-data loss
+                    total += loss * x.shape[0] / num_train  # this batch's share of the epoch's loss
                     if stop.requested:
                         save_checkpoint(os.path.join(out, LAST), checkpoint(
                             completed, batch=batch, epoch_data_rng=epoch_data_rng, partial_total=total))
@@ -208,7 +215,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                 else:
                     since_best += 1
                 stopped_early = since_best >= config.patience
-                record = {"epoch": completed, "step": step, "train_elbo": -total / num_train,
+                record = {"epoch": completed, "step": step, "train_elbo": -total / seen,
                           "valid_elbo": valid, "seconds": time.perf_counter() - t0}
                 state = checkpoint(completed)
                 if best_epoch == completed:

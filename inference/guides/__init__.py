@@ -6,10 +6,13 @@ latent site of the model inside :func:`pyrovae.models.plates.data_plate`.
 """
 
 from pyrovae.inference.guides.amortized import AmortizedGuide
+from pyrovae.inference.guides.bernoulli import BernoulliGuide
+from pyrovae.inference.guides.categorical import CategoricalGuide
+from pyrovae.inference.guides.m2 import M2Guide
 from pyrovae.inference.guides.per_example import PerExampleGuide
 from pyrovae.inference.guides.semi_amortized import SemiAmortizedGuide
 
-__all__ = ["GUIDES", "gaussian_params"]
+__all__ = ["GUIDES", "MODEL_GUIDES", "guides_for", "gaussian_params"]
 
 # name -> constructor(model, hidden, activation, num_data)
 GUIDES = {
@@ -17,6 +20,18 @@ GUIDES = {
     "per-example": PerExampleGuide,  # a diagonal Gaussian per training example, sparse updates
     "semi-amortized": SemiAmortizedGuide,  # encoder + differentiable refinement (SA-VAE)
 }
+
+# model name -> its own guide table, for models whose latents are not one Gaussian site
+MODEL_GUIDES = {
+    "m2": {"amortized": M2Guide},  # q(y | x) q(z | x, y)
+    "bernoulli-vae": {"amortized": BernoulliGuide},  # factorized Bernoulli encoder
+    "categorical-vae": {"amortized": CategoricalGuide},  # mean-field categorical encoder
+}
+
+
+def guides_for(model_name):
+    """The guide table that applies to the model called ``model_name``."""
+    return MODEL_GUIDES.get(model_name, GUIDES)
 
 
 def gaussian_params(guide, x):

@@ -1,0 +1,77 @@
+r"""What one training step minimizes: the ELBO estimator on a minibatch, plus, for
+semi-supervised models, the labelled examples' ELBO and a classification loss.
+
+For M2 (Kingma et al. 2014, arXiv:1406.5298, eq. 9) the objective is
+
+.. math::
+    \mathcal{J}^\alpha = \sum_{(x, y) \in \text{labelled}} -\mathcal{L}(x, y)
+      + \sum_{x \in \text{train}} -\mathcal{U}(x)
+      + \alpha \, \mathbb{E}_{\text{labelled}}[-\log q(y | x)],
+
+with :math:`\alpha` = ``aux_weight`` :math:`\times N`. Every training example enters
+:math:`\mathcal{U}` (its label unused); each step also draws a minibatch of the labelled subset.
+"""
+
+import torch
+from torch.nn import functional as F
+
+from pyrovae.errors import DataError
+from pyrovae.inference.elbos import loss_and_grads
+
+__all__ = ["make_objective", "labelled_subset"]
+
+
+def labelled_subset(labels, num_labels, num_classes, seed):
+    """A class-balanced subset: ``num_labels // num_classes`` indices of each class (the first
+    ``num_labels % num_classes`` classes get one more), drawn with ``seed``.
+
+    :param torch.Tensor labels: int64 (N,).
+    :returns: sorted int64 indices (num_labels,).
+    :raises DataError: if a class has too few examples, or labels fall outside ``num_classes``.
+    """
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"labels must lie in 0..{num_classes - 1} (--num-classes {num_classes}); "
+                        f"got {int(labels.min())}..{int(labels.max())}")
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().squeeze(-1)
+        want = num_labels // num_classes + (c < num_labels % num_classes)
+        if len(members) < want:
+            raise DataError(f"class {c} has {len(members)} training examples; --num-labels {num_labels} needs {want}")
+        picks.append(members[torch.randperm(len(members), generator=gen)[:want]])
+    return torch.cat(picks).sort().values
+
+
+def make_objective(config, model, guide, elbo, train, device):
+    """:returns: ``step(x, idx) -> float``: accumulate the gradient of one minibatch's loss
+    (full-data scale, nats) and return the loss.
+
+    :param train: the training :class:`~pyrovae.data.Split`.
+    :raises DataError: for a semi-supervised model on data without labels.
+    """
+    num_train = len(train)
+    if not getattr(model, "semi_supervised", False):
+        return lambda x, idx: loss_and_grads(elbo, model, guide, x, idx, num_train)
+    if train.y is None:
+        raise DataError(f"model {config.model!r} learns from labels, and this dataset has none; "
+                        "use --data digits, mnist or fashion-mnist")
+    labelled = labelled_subset(train.y, config.num_labels, model.num_classes, config.seed)
+    x_lab = train.x[labelled].to(device)
+    y_lab = F.one_hot(train.y[labelled], model.num_classes).float().to(device)
+    batch = min(config.batch_size, len(labelled))
+    alpha = config.aux_weight * num_train
+
+    def step(x, idx):
+        loss = loss_and_grads(elbo, model, guide, x, idx, num_train)  # U(x): y latent
+        if not len(labelled):
+            return loss
+        pick = torch.randperm(len(labelled), device="cpu")[:batch]
+        xl, yl = x_lab[pick.to(device)], y_lab[pick.to(device)]
+        loss += loss_and_grads(elbo, model, guide, xl, pick.to(device), len(labelled), y=yl)  # L(x, y)
+        aux = alpha * F.cross_entropy(guide.classify(xl), yl.argmax(-1))
+        aux.backward()
+        return loss + aux.item()
+
+    step.labelled = labelled
+    return step

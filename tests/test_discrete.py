@@ -1,0 +1,154 @@
+"""Discrete latents against exact sums: one 3-way latent y, a linear decoder and 4 binary pixels,
+so log p(x), the ELBO and its gradient are finite sums over y computed by hand."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceGraph_ELBO
+
+from pyrovae.inference.elbos import loss_and_grads, make_elbo
+from pyrovae.inference.guides.categorical import CategoricalGuide
+from pyrovae.inference.marginal import iwae
+from pyrovae.inference.relax import Relaxed_ELBO
+from pyrovae.models.categorical_vae import CategoricalVAE
+from pyrovae.models.likelihoods import BernoulliLikelihood
+from pyrovae.models.mixture_vae import MixtureVAE
+from pyrovae.models.priors.mixture import MixtureOfGaussians
+
+K, P, B = 3, 4, 5
+
+
+@pytest.fixture
+def small():
+    torch.manual_seed(0)
+    model = CategoricalVAE(None, BernoulliLikelihood(P), latent_dim=1, hidden=(), num_classes=K)
+    guide = CategoricalGuide(model, hidden=())
+    with torch.no_grad():  # spread the parameters so that every term matters
+        for p in [*model.decoder.parameters(), *guide.encoder.parameters()]:
+            p.normal_(0, 1.0)
+    x = torch.bernoulli(torch.full((B, P), 0.5))
+    return model, guide, x
+
+
+def _params(model, guide):
+    return [*model.decoder.parameters(), *guide.encoder.parameters()]
+
+
+def exact_terms(model, guide, x):
+    """Per-datapoint exact ELBO and log p(x), shape (B,), as sums over the K values of y."""
+    log_q = guide.encoder(x).log_softmax(-1)  # (B, K)
+    codes = torch.eye(K)  # (K, K)
+    log_lik = model.likelihood(model.decoder(codes).unsqueeze(1)).log_prob(x)  # (K, B)
+    log_joint = math.log(1 / K) + log_lik.T  # (B, K)
+    elbo = (log_q.exp() * (log_joint - log_q)).sum(-1)
+    return elbo, log_joint.logsumexp(-1)
+
+
+def test_enum_loss_equals_the_exact_sum(small):
+    model, guide, x = small
+    elbo, _ = exact_terms(model, guide, x)
+    loss = make_elbo("enum", max_plate_nesting=1).loss(model, guide, x)
+    assert loss == pytest.approx(-float(elbo.detach().sum()), rel=1e-5)
+
+
+def test_evaluator_sums_enumerable_latents_exactly(small):
+    model, guide, x = small
+    elbo, log_px = exact_terms(model, guide, x)
+    result = iwae(model, guide, x, num_samples=3)
+    # nothing is sampled: every "sample" is the exact sum, for log p(x) and for the ELBO
+    assert torch.allclose(result.log_likelihood.float(), log_px.detach(), atol=1e-5)
+    assert torch.allclose(result.elbo.float(), elbo.detach(), atol=1e-5)
+    assert torch.allclose(result.ess, torch.full((B,), 3.0, dtype=result.ess.dtype), atol=1e-4)
+
+
+def test_evaluator_samples_when_not_enumerable(small):
+    model, guide, x = small
+    _, log_px = exact_terms(model, guide, x)
+    model.enumerable = False  # sampled from the guide: IWAE with many samples converges to log p(x)
+    torch.manual_seed(1)
+    result = iwae(model, guide, x, num_samples=20000)
+    assert torch.allclose(result.log_likelihood.float(), log_px.detach(), atol=0.02)
+    assert (result.ess < 20000).all()
+
+
+def _exact_gradient(model, guide, x):
+    elbo, _ = exact_terms(model, guide, x)
+    return torch.cat([g.flatten() for g in torch.autograd.grad(-elbo.sum(), _params(model, guide))])
+
+
+def _estimated_gradients(elbo, model, guide, x, repeats):
+    grads = []
+    for _ in range(repeats):
+        for p in [*model.parameters(), *guide.parameters()]:
+            p.grad = None
+        loss_and_grads(elbo, model, guide, x)
+        grads.append(torch.cat([p.grad.flatten() for p in _params(model, guide)]))
+    return torch.stack(grads)
+
+
+def test_score_function_gradient_is_unbiased(small):
+    model, guide, x = small
+    exact = _exact_gradient(model, guide, x)
+    torch.manual_seed(2)
+    pyro.clear_param_store()
+    elbo = TraceGraph_ELBO(num_particles=2000, vectorize_particles=True, max_plate_nesting=1)
+    grads = _estimated_gradients(elbo, model, guide, x, repeats=20)
+    z = (grads.mean(0) - exact) / (grads.std(0) / math.sqrt(len(grads)) + 1e-6)
+    assert z.abs().max() < 5, z  # every coordinate within 5 standard errors
+    # and the estimate moved: it is not a zero gradient
+    assert (grads.mean(0) - exact).norm() < 0.2 * exact.norm()
+
+
+def test_relaxed_gradient_bias_shrinks_with_temperature(small):
+    model, guide, x = small
+    exact = _exact_gradient(model, guide, x)
+    bias = {}
+    for tau in (2.0, 0.7, 0.3):
+        torch.manual_seed(3)
+        elbo = Relaxed_ELBO(temperature=tau, temperature_min=tau, num_particles=20000, vectorize_particles=True,
+                            max_plate_nesting=1)
+        with pyro.validation_enabled(False):  # low-temperature samples can underflow off the simplex's interior
+            bias[tau] = float((_estimated_gradients(elbo, model, guide, x, repeats=1)[0] - exact).norm())
+    assert bias[0.3] < bias[0.7] < bias[2.0], bias
+
+
+def test_relax_leaves_observed_and_continuous_sites_alone():
+    from pyrovae.inference.relax import relax
+    import pyro.poutine as poutine
+    import pyro.distributions as dist
+
+    def fn():
+        pyro.sample("b", dist.Bernoulli(logits=torch.zeros(3)).to_event(1))
+        pyro.sample("o", dist.Bernoulli(logits=torch.zeros(3)).to_event(1), obs=torch.ones(3))
+        pyro.sample("n", dist.Normal(0.0, 1.0))
+
+    trace = poutine.trace(relax(fn, 0.5)).get_trace()
+    assert isinstance(trace.nodes["b"]["fn"].base_dist, dist.RelaxedBernoulli)
+    assert type(trace.nodes["o"]["fn"].base_dist) is dist.Bernoulli
+    assert type(trace.nodes["n"]["fn"]) is dist.Normal
+    with pytest.raises(ValueError, match="positive"):
+        relax(fn, 0.0)
+
+
+def test_mixture_prior_weights_sum_the_component_out():
+    """The evaluator's log weight for the mixture-prior VAE is log sum_c p(c) p(z|c) p(x|z) - log q(z)."""
+    torch.manual_seed(4)
+    D = 2
+    model = MixtureVAE(MixtureOfGaussians(D, 3), BernoulliLikelihood(P), D, hidden=())
+    from pyrovae.inference.guides.amortized import AmortizedGuide
+    from pyrovae.inference.marginal import particle_traces, log_weights
+
+    guide = AmortizedGuide(model, hidden=())
+    x = torch.bernoulli(torch.full((B, P), 0.5))
+    torch.manual_seed(5)
+    log_w, elbo, _, _ = log_weights(model, guide, x, 7)
+    torch.manual_seed(5)
+    guide_trace, _ = particle_traces(model, guide, x, 7)
+    z = guide_trace.nodes["z"]["value"]  # (7, B, D)
+    with torch.no_grad():
+        expected = (model.prior().log_prob(z) + model.likelihood(model.decoder(z)).log_prob(x)
+                    - guide_trace.nodes["z"]["fn"].log_prob(z))
+    assert torch.allclose(log_w, expected, atol=1e-4)
+    assert torch.allclose(elbo, expected, atol=1e-4)  # no guide-side enumeration: ELBO term = log weight
