@@ -116,6 +116,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     seed_everything(config.seed)  # before building: initial weights follow --seed
     model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
     elbo = build_elbo(config, model)
+    objective = make_objective(config, model, guide, elbo, data.train, device)  # checks labels
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
         model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")
@@ -133,7 +134,6 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
         elbo.loss(model, guide, x0.to(device), torch.arange(2), num_train)
     pyro.clear_param_store()  # drop the check's running-average baselines (shaped for its 2 rows)
-    objective = make_objective(config, model, guide, elbo, data.train, device)
     drop_last = config.elbo == "tracegraph"  # Pyro's decaying-average baselines need one batch shape
     seen = num_train - (num_train % config.batch_size if drop_last else 0)  # examples per epoch
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from pyrovae import train as train_module
+from pyrovae import objective as objective_module
 from pyrovae.checkpoint import load_checkpoint
 from pyrovae.config import TrainConfig
 from pyrovae.train import train
@@ -80,7 +80,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
     """A SIGINT at step 20 (epoch 1 has 72 steps) saves that step's state, not the epoch's."""
     straight = tmp_path / "straight"
     train(_config(epochs=2), str(straight), progress=False)
-    real, calls = train_module.loss_and_grads, {"n": 0}
+    real, calls = objective_module.loss_and_grads, {"n": 0}
 
     def signalling(*args, **kwargs):
         calls["n"] += 1
@@ -88,7 +88,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
             signal.raise_signal(signal.SIGINT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "loss_and_grads", signalling)
+    monkeypatch.setattr(objective_module, "loss_and_grads", signalling)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(_config(epochs=2), str(out), progress=False)

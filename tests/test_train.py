@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from pyrovae import cli, train as train_module
+from pyrovae import cli, objective as objective_module
 from pyrovae.checkpoint import load_checkpoint
 from pyrovae.config import TrainConfig
 from pyrovae.train import TrainingDiverged, train
@@ -73,14 +73,16 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
     "args, message",
     [
         (["--guide", "nope"], "valid names: amortized"),
-        (["--model", "nope"], "valid names: vae"),
-        (["--prior", "nope"], "valid names: standard-normal"),
+        (["--model", "nope"], "valid names: bernoulli-vae, categorical-vae, m2, mixture-vae, vae"),
+        (["--prior", "nope"], "valid names: mixture, standard-normal"),
         (["--likelihood", "nope"], "valid names: bernoulli, gaussian"),
         (["--activation", "nope"], "valid names: elu, gelu, relu, softplus, tanh"),
         (["--hidden", "200,0"], "positive integers"),
         (["--epochs", "x"], "invalid int value"),
         (["--patience", "0"], "--patience must be at least 1"),
-        (["--elbo", "nope"], "valid names: enum, iwae, meanfield, trace, tracegraph"),
+        (["--elbo", "nope"], "valid names: enum, iwae, meanfield, relaxed, trace, tracegraph"),
+        (["--model", "mixture-vae"], "use --elbo enum"),
+        (["--model", "m2", "--num-labels", "5000"], "--num-labels 5000 needs"),
         (["--elbo", "enum"], "has none"),
         (["--latent-dim", "0"], "--latent-dim must be positive"),
         (["--lr", "-1"], "--lr must be positive"),
@@ -138,7 +140,7 @@ def test_resume_with_different_options_refused(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    real = train_module.loss_and_grads
+    real = objective_module.loss_and_grads
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -146,7 +148,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         loss = real(*args, **kwargs)
         return math.nan if calls["n"] == 20 else loss  # step 20 is in epoch 2 (15 steps per epoch)
 
-    monkeypatch.setattr(train_module, "loss_and_grads", poisoned)
+    monkeypatch.setattr(objective_module, "loss_and_grads", poisoned)
     with pytest.raises(TrainingDiverged, match="step 20 .epoch 2.*epoch 1"):
         train(_small_config(epochs=3), out, progress=False)
     assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 1
