@@ -66,9 +66,9 @@ def make_objective(config, model, guide, elbo, train, device):
         loss = loss_and_grads(elbo, model, guide, x, idx, num_train)  # U(x): y latent
         if not len(labelled):
             return loss
-        pick = torch.randperm(len(labelled), device="cpu")[:batch]
-        xl, yl = x_lab[pick.to(device)], y_lab[pick.to(device)]
-        loss += loss_and_grads(elbo, model, guide, xl, pick.to(device), len(labelled), y=yl)  # L(x, y)
+        pick = torch.randperm(len(labelled), device="cpu")[:batch].to(device)
+        xl, yl = x_lab[pick], y_lab[pick]
+        loss += loss_and_grads(elbo, model, guide, xl, pick, len(labelled), y=yl)  # L(x, y)
         aux = alpha * F.cross_entropy(guide.classify(xl), yl.argmax(-1))
         aux.backward()
         return loss + aux.item()
