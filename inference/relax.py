@@ -16,15 +16,54 @@ stay comparable across estimators.
 import math
 
 import pyro.distributions as dist
+import torch
+from torch.distributions.utils import _sum_rightmost
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 __all__ = ["RelaxMessenger", "relax", "Relaxed_ELBO", "temperature_at"]
 
-# discrete distribution -> (relaxed, straight-through relaxed), both built as cls(temperature, logits=...)
+
+class _LogSpaceDensity:
+    r"""Relaxed distributions whose density is computed in the base (log or logit) space.
+
+    At low temperatures a relaxed one-hot sample :math:`y = \exp(x)` underflows to exact zeros and
+    a relaxed Bernoulli sample :math:`y = \sigma(x)` rounds to 1, where the density's
+    :math:`\log y` terms are infinite. Each sample carries its base value ``x`` (as Pyro's
+    straight-through samples carry theirs), and ``log_prob`` of such a sample is
+    :math:`\log p_{base}(x) - \log |dy/dx|`, finite for every x: the log-space Concrete density
+    of Maddison et al. 2017 (appendix C). A value without a base value is scored as usual.
+    """
+
+    def rsample(self, sample_shape=torch.Size()):
+        x = self.base_dist.rsample(sample_shape)
+        (transform,) = self.transforms
+        y = transform(x)
+        y._base_value = x
+        return y
+
+    def log_prob(self, value):
+        x = getattr(value, "_base_value", None)
+        if x is None:
+            return super().log_prob(value)
+        (transform,) = self.transforms
+        jacobian = _sum_rightmost(transform.log_abs_det_jacobian(x, value),
+                                  len(self.event_shape) - transform.codomain.event_dim)
+        return self.base_dist.log_prob(x) - jacobian
+
+
+class _LogSpaceRelaxedOneHotCategorical(_LogSpaceDensity, dist.RelaxedOneHotCategorical):
+    pass
+
+
+class _LogSpaceRelaxedBernoulli(_LogSpaceDensity, dist.RelaxedBernoulli):
+    pass
+
+
+# discrete distribution -> (relaxed, straight-through relaxed), built as cls(temperature, logits=..., validate_args=False)
 RELAXATIONS = {
-    dist.OneHotCategorical: (dist.RelaxedOneHotCategorical, dist.RelaxedOneHotCategoricalStraightThrough),
-    dist.Bernoulli: (dist.RelaxedBernoulli, dist.RelaxedBernoulliStraightThrough),
+    dist.OneHotCategorical: (_LogSpaceRelaxedOneHotCategorical, dist.RelaxedOneHotCategoricalStraightThrough),
+    dist.Bernoulli: (_LogSpaceRelaxedBernoulli, dist.RelaxedBernoulliStraightThrough),
 }
 
 
@@ -35,7 +74,7 @@ def _relaxed(fn, temperature, straight_through):
         return None if base is None else base.to_event(fn.reinterpreted_batch_ndims)
     for cls, relaxed in RELAXATIONS.items():
         if type(fn) is cls:
-            return relaxed[straight_through](fn.logits.new_tensor(temperature), logits=fn.logits)
+            return relaxed[straight_through](fn.logits.new_tensor(temperature), logits=fn.logits, validate_args=False)
     return None
 
 

@@ -13,12 +13,16 @@ import time
 
 from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError, PyrovaeError
+from pyrovae.inference.estimators import DEFAULT_TEMPERATURES
 from pyrovae.nets import parse_hidden
 from pyrovae.rundir import CONFIG
 
 __all__ = ["main"]
 
 DEFAULTS = TrainConfig()
+# the options of compare-estimators that describe a fresh model
+FRESH_OPTIONS = ("data", "data_dir", "model", "prior", "likelihood", "guide", "latent_dim", "hidden", "activation",
+                 "num_classes", "lr", "split_seed")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +30,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"pyrovae: error: {message} (see {self.prog} --help)\n")
+
+
+def _names(text):
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text):
+    try:
+        return tuple(float(t) for t in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _hidden(text):
@@ -168,6 +183,37 @@ def _bench_parser(sub):
     return p
 
 
+def _compare_estimators_parser(sub):
+    p = sub.add_parser("compare-estimators", help="gradient variance, SNR, bias and cost of the ELBO estimators",
+                       description="Gradient estimators on a fixed minibatch, parameters frozen: variance, "
+                                   "signal-to-noise ratio, bias z-tests, seconds and memory per gradient; "
+                                   "optionally equal-time training (see pyrovae.compare_estimators). Give a "
+                                   "trained RUN_DIR, or model options for a fresh model at initialization.")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained run (omit for a fresh model)")
+    p.add_argument("--estimators", type=_names,
+                   help="comma-separated: trace, meanfield, score, score+baseline, iwae-5, iwae-50, enum, "
+                        "tracegraph, tracegraph+baseline, relaxed-T (default: those for the model's latents)")
+    p.add_argument("--temperatures", type=_floats, default=DEFAULT_TEMPERATURES,
+                   help="relaxed-T temperatures of the default lineup for discrete latents (default "
+                        f"{','.join(f'{t:g}' for t in DEFAULT_TEMPERATURES)})")
+    p.add_argument("--num-draws", type=int, default=200, help="R gradient draws per estimator (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="draws discarded first, for baselines (default 20)")
+    p.add_argument("--batch-size", type=int, default=100, help="B, the fixed minibatch (default 100)")
+    p.add_argument("--train-seconds", type=float, default=0.0,
+                   help="equal-time training: seconds of steps per estimator (default 0: skip)")
+    p.add_argument("--out", help="folder for the report and figures (default RUN_DIR; needed for a fresh model)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    fresh = p.add_argument_group("fresh model (without RUN_DIR)")
+    for name in FRESH_OPTIONS:
+        field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+        kind = _hidden if name == "hidden" else (field.type if field.type in (int, float) else str)
+        fresh.add_argument("--" + name.replace("_", "-"), type=kind, help=f"(default {getattr(DEFAULTS, name)})")
+    _run_options(p, split=False)
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"],
+                   help="split of the minibatch (default train)")
+    return p
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -178,6 +224,7 @@ def build_parser():
     _posterior_check_parser(sub)
     _compare_inference_parser(sub)
     _bench_parser(sub)
+    _compare_estimators_parser(sub)
     return parser
 
 
@@ -352,7 +399,63 @@ def cmd_bench(args):
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
+def cmd_compare_estimators(args):
+    from pyrovae.compare_estimators import compare_estimators
+    from pyrovae.train import resolve_device
+
+    given = {k: getattr(args, k) for k in FRESH_OPTIONS if getattr(args, k) is not None}
+    if args.run_dir and given:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} describe a fresh model; "
+                          "drop them to use the run's model, or drop RUN_DIR")
+    config = None
+    if not args.run_dir:
+        config = dataclasses.replace(DEFAULTS, **given)
+        if config.data_dir:
+            config.data_dir = _absolute(config.data_dir)
+    result = compare_estimators(args.run_dir, config, out=args.out, estimators=args.estimators,
+                                temperatures=args.temperatures, num_draws=args.num_draws, warmup=args.warmup,
+                                batch_size=args.batch_size, split=args.split, seed=args.seed,
+                                checkpoint=args.checkpoint, train_seconds=args.train_seconds,
+                                device=str(resolve_device(args.device)), overwrite=args.overwrite)
+    for line in estimator_lines(result.report):
+        print(line)
+    print(f"saved in {result.path} and {', '.join(result.figures)}")
+    return 0
+
+
+def estimator_lines(r):
+    """The text report of ``pyrovae compare-estimators``."""
+    yield (f"{r['model']} ({r['checkpoint']}), {r['num_draws']} gradient draws on a fixed minibatch of "
+           f"{r['batch_size']} {r['split']} examples; gradients of the mean negative objective per datapoint")
+    yield (f"{'estimator':22}{'group':>9}{'|mean|':>11}{'variance':>11}{'var/ref':>10}{'SNR':>9}"
+           f"{'ms/grad':>9}{'peak MiB':>10}")
+    for name, e in r["estimators"].items():
+        mem = e["peak_memory_bytes"]
+        for j, (group, g) in enumerate(e["groups"].items()):
+            cost = (f"{1000 * e['seconds_per_gradient']:>9.2f}{'-' if not mem else f'{mem / 2**20:.0f}':>10}"
+                    if j == 0 else "")
+            ratio = "-" if g["variance_ratio"] is None else f"{g['variance_ratio']:.3g}"
+            snr = "inf" if g["snr"] is None else f"{g['snr']:.3g}"
+            yield (f"{name if j == 0 else '':22}{group:>9}{g['mean_norm']:>11.3g}{g['variance']:>11.3g}"
+                   f"{ratio:>10}{snr:>9}" + cost)
+    for name, why in r["skipped"].items():
+        yield f"{name}: not applicable ({why})"
+    if r["bias_checks"]:
+        yield f"bias check: z-tests of mean gradients against the reference, projected on its mean and on a " \
+              f"random direction; agreement when |z| < {r['z_critical']}"
+    for c in r["bias_checks"]:
+        verdict = "agrees" if c["agrees"] else "DIFFERS"
+        line = (f"  {c['estimator']:20} vs {c['reference']:10}{c['group']:>9}  z = {c['z_signal']:+7.2f}, "
+                f"{c['z_random']:+7.2f}  {verdict}")
+        if "relative_bias" in c and c["relative_bias"] is not None:
+            line += f"; bias {c['relative_bias']:.1%} of |mean|"
+        yield line
+    for name, curve in r.get("training", {}).get("curves", {}).items():
+        yield (f"equal-time training, {r['training']['budget_seconds']:g} s: {name:20} {curve['steps']:>7} steps, "
+               f"validation ELBO {curve['valid_elbo'][-1]:.3f}" + (" (diverged)" if curve["diverged"] else ""))
+
+
+COMMANDS = {"bench": cmd_bench, "compare-estimators": cmd_compare_estimators, "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
             "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference}
 
 

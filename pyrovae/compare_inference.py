@@ -36,9 +36,10 @@ from pyrovae.errors import ConfigError  # noqa: E402
 from pyrovae.inference.guides import gaussian_params  # noqa: E402
 from pyrovae.inference.local_fit import fit_local  # noqa: E402
 from pyrovae.inference.marginal import iwae  # noqa: E402
+from pyrovae.memory import peak_memory  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
 
-__all__ = ["compare_inference", "Comparison", "peak_memory"]
+__all__ = ["compare_inference", "Comparison"]
 
 CURVE_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -47,34 +48,6 @@ class Comparison(NamedTuple):
     report: dict
     path: str
     figure: str
-
-
-def _status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-class peak_memory:
-    """Peak resident memory (bytes) the block added to this process: Linux's VmHWM, reset on
-    entry, minus the resident memory on entry. ``peak`` is None where /proc does not allow it."""
-
-    def __enter__(self):
-        self.peak = None
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self._start = _status("VmRSS")
-        except OSError:
-            self._start = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._start is not None:
-            self.peak = max(_status("VmHWM") - self._start, 0)
-        return False
 
 
 def _mean_se(values):

@@ -131,7 +131,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     x0 = data.train.x[:2]
     if dynamic:  # its own generator: the data order stays a function of the seed alone
         x0 = torch.bernoulli(x0, generator=torch.Generator().manual_seed(config.seed))
-    with pyro.validation_enabled(True):  # check shapes and supports once, then run unchecked
+    with pyro.validation_enabled(True):  # shape and support errors surface here, before the first step
         elbo.loss(model, guide, x0.to(device), torch.arange(2), num_train)
     pyro.clear_param_store()  # drop the check's running-average baselines (shaped for its 2 rows)
     drop_last = config.elbo == "tracegraph"  # Pyro's decaying-average baselines need one batch shape

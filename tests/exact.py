@@ -1,4 +1,6 @@
-"""Probabilistic PCA as a pyrovae VAE with closed-form answers (Tipping & Bishop 1999).
+"""Models with closed-form answers: probabilistic PCA and a one-categorical-latent model.
+
+Probabilistic PCA as a pyrovae VAE (Tipping & Bishop 1999):
 
 z ~ N(0, I_D), x | z ~ N(W z + b, sigma^2 I_P), built from the real VAE class with a linear
 decoder and a fixed-noise Gaussian likelihood. Then
@@ -8,7 +10,12 @@ decoder and a fixed-noise Gaussian likelihood. Then
 
 W has orthogonal columns, so C is diagonal and the amortized diagonal-Gaussian guide with a
 linear encoder can represent the exact posterior.
+
+The categorical model: one 3-way latent y, a linear decoder and 4 binary pixels, so log p(x),
+the ELBO and its gradient are finite sums over y.
 """
+
+import math
 
 from types import SimpleNamespace
 
@@ -16,8 +23,10 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from pyrovae.inference.guides import GUIDES
+from pyrovae.inference.guides.categorical import CategoricalGuide
 from pyrovae.models import VAE
-from pyrovae.models.likelihoods import GaussianLikelihood
+from pyrovae.models.categorical_vae import CategoricalVAE
+from pyrovae.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from pyrovae.models.priors import PRIORS
 from pyrovae.nets import inverse_softplus
 
@@ -67,3 +76,28 @@ def _sample(marginal, n, seed):
     with torch.random.fork_rng():
         torch.manual_seed(seed + 1)
         return marginal.sample((n,))
+
+
+def make_categorical(num_classes=3, num_pixels=4, num_data=5, seed=0):
+    """(model, guide, x): a :class:`CategoricalVAE` with one ``num_classes``-way latent, linear decoder
+    and encoder with spread-out random weights (so that every term matters), and binary x (B, P)."""
+    torch.manual_seed(seed)
+    model = CategoricalVAE(None, BernoulliLikelihood(num_pixels), latent_dim=1, hidden=(), num_classes=num_classes)
+    guide = CategoricalGuide(model, hidden=())
+    with torch.no_grad():
+        for p in [*model.decoder.parameters(), *guide.encoder.parameters()]:
+            p.normal_(0, 1.0)
+    x = torch.bernoulli(torch.full((num_data, num_pixels), 0.5))
+    return model, guide, x
+
+
+def categorical_exact_terms(model, guide, x):
+    """Per-datapoint exact ELBO and log p(x) of :func:`make_categorical`'s model, shape (B,), as sums
+    over the K values of y (differentiable in the parameters)."""
+    K = model.num_classes
+    log_q = guide.encoder(x).log_softmax(-1)  # (B, K)
+    codes = torch.eye(K)  # (K, K)
+    log_lik = model.likelihood(model.decoder(codes).unsqueeze(1)).log_prob(x)  # (K, B)
+    log_joint = math.log(1 / K) + log_lik.T  # (B, K)
+    elbo = (log_q.exp() * (log_joint - log_q)).sum(-1)
+    return elbo, log_joint.logsumexp(-1)
