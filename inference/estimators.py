@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from pyro.poutine.messenger import Messenger
 
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, UnknownNameError
 from pyrovae.inference.guides.baselines import DECAY
 from pyrovae.registry import lookup
 
@@ -112,7 +112,10 @@ def estimator(name):
             raise ConfigError(f"{name!r}: the relaxed estimator is written relaxed-T with a temperature T > 0, "
                               "e.g. relaxed-0.5")
         return Estimator("relaxed", temperature=temperature, objective=f"relaxed-{temperature:g}")
-    return lookup(ESTIMATORS, name, "gradient estimator")
+    try:
+        return lookup(ESTIMATORS, name, "gradient estimator")
+    except UnknownNameError as err:
+        raise UnknownNameError(f"{err.args[0]}, relaxed-T (T > 0, e.g. relaxed-0.5)") from None
 
 
 def lineup(model, temperatures=DEFAULT_TEMPERATURES):

@@ -405,8 +405,9 @@ def cmd_compare_estimators(args):
 
     given = {k: getattr(args, k) for k in FRESH_OPTIONS if getattr(args, k) is not None}
     if args.run_dir and given:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} describe a fresh model; "
-                          "drop them to use the run's model, or drop RUN_DIR")
+        options = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{options} {'describes' if len(given) == 1 else 'describe'} a fresh model; drop "
+                          f"{'it' if len(given) == 1 else 'them'} to use the run's model, or drop RUN_DIR")
     config = None
     if not args.run_dir:
         config = dataclasses.replace(DEFAULTS, **given)
@@ -427,7 +428,9 @@ def estimator_lines(r):
     """The text report of ``pyrovae compare-estimators``."""
     yield (f"{r['model']} ({r['checkpoint']}), {r['num_draws']} gradient draws on a fixed minibatch of "
            f"{r['batch_size']} {r['split']} examples; gradients of the mean negative objective per datapoint")
-    yield (f"{'estimator':22}{'group':>9}{'|mean|':>11}{'variance':>11}{'var/ref':>10}{'SNR':>9}"
+    first = next(iter(r["estimators"].values()))["groups"]
+    yield f"var ratio: variance / variance of {next(iter(first.values()))['variance_reference']}"
+    yield (f"{'estimator':22}{'group':>9}{'|mean|':>11}{'variance':>11}{'var ratio':>10}{'SNR':>9}"
            f"{'ms/grad':>9}{'peak MiB':>10}")
     for name, e in r["estimators"].items():
         mem = e["peak_memory_bytes"]

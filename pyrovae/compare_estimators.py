@@ -4,8 +4,9 @@ For a model and guide (a trained run, or a fresh model at initialization) and on
 minibatch of B examples, parameters frozen, each estimator of :mod:`pyrovae.inference.estimators`
 draws R independent gradients of the minibatch's mean negative objective (per datapoint). Per
 parameter group (encoder, decoder, prior) the report gives the mean gradient's norm, the
-variance (trace of the covariance), the signal-to-noise ratio, the median seconds per gradient
-and the peak memory (see :mod:`pyrovae.inference.gradients`).
+variance (trace of the covariance) and its ratio to the first estimator's (``trace`` or
+``enum``), the signal-to-noise ratio, the median seconds per gradient and the peak memory (see
+:mod:`pyrovae.inference.gradients`).
 
 Bias check: estimators of the same objective (``trace``, ``meanfield``, ``score``,
 ``score+baseline``; ``enum``, ``tracegraph``, ``tracegraph+baseline``) are compared with the
@@ -209,8 +210,8 @@ def compare_estimators(run_dir=None, config=None, out=None, estimators=None, tem
                         "seconds_per_gradient": statistics.median(seconds), "peak_memory_bytes": mem.peak,
                         "groups": {g: m.summary() for g, m in moments[name].items()}}
     bar.close()
-    for name, entry in report.items():  # variance against the reference of the same objective
-        ref = refs["elbo"] if specs[name].elbo == "relaxed" and "elbo" in refs else refs[specs[name].objective]
+    for name, entry in report.items():  # variance against the first estimator (trace, enum) for all
+        ref = first
         for group, stats in entry["groups"].items():
             ref_var = report[ref]["groups"][group]["variance"]
             stats["variance_ratio"] = stats["variance"] / ref_var if ref_var > 0 else None
