@@ -119,7 +119,9 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
         with per-example parameters; the estimates stay per datapoint (no subsample scaling).
     :returns: ``(log_w, elbo, log_lik, posterior_mean)``: the log weights, the ELBO terms and
         the expected log p(x | latents), each of shape (S, B), and a dict site -> E_q[z|x] of
-        shape (B, D) (None for a site without an analytic mean, or an enumerated one).
+        shape (B, D): the analytic mean averaged over the S draws, or, for q without one (flows),
+        the average of the S samples; None for an enumerated site, or without an analytic mean
+        when S = 1.
     :raises ValueError: if a site's log-probability is not per datapoint.
     """
     S, B = num_samples, x.shape[0]
@@ -138,8 +140,8 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
         joint = joint - log_q
         try:
             mean = site["fn"].mean
-        except NotImplementedError:
-            mean = None
+        except NotImplementedError:  # flows: the Monte Carlo mean of the S samples, if S > 1
+            mean = site["value"] if S > 1 else None
         # a site downstream of enumerated ones has extra (E...) dimensions: no single mean
         means[name] = mean.reshape(S, B, -1).mean(0) if mean is not None and mean.shape[:2] == (S, B) else None
     for name, site in model_trace.nodes.items():

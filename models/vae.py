@@ -45,6 +45,8 @@ class VAE(PyroModule):
         """Set the decoder's output bias so that p(x | z) starts at the data's mean pixel
         values: x (N, P), training data. Speeds early training; done once, before the first step."""
         self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
+        if hasattr(self.prior, "initialize_from_data"):
+            self.prior.initialize_from_data(x)
 
     def forward(self, x, idx=None, num_data=None, mask=None):
         """Run the model on a batch.

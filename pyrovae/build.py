@@ -15,8 +15,9 @@ def build_model_and_guide(config, num_pixels, num_data=None):
 
     :raises UnknownNameError: for an unknown model, prior, likelihood or guide name (the guide
         names are those that apply to the model).
-    :raises ConfigError: for ``--prior`` with a model that owns its prior, or ``--local-steps``
-        with a guide without per-example parameters.
+    :raises ConfigError: for ``--prior`` with a model that owns its prior, a prior that needs an
+        encoder with a guide without one, or ``--local-steps`` with a guide without per-example
+        parameters.
     """
     likelihood = lookup(LIKELIHOODS, config.likelihood, "likelihood")(num_pixels)
     model_cls = lookup(MODELS, config.model, "model")
@@ -27,6 +28,8 @@ def build_model_and_guide(config, num_pixels, num_data=None):
     model = model_cls(prior, likelihood, config.latent_dim, config.hidden, config.activation,
                       num_classes=config.num_classes)
     guide = guide_cls(model, config.hidden, config.activation, num_data)
+    if hasattr(prior, "attach"):  # priors made from the guide's encoder (VampPrior)
+        prior.attach(guide, num_pixels)
     if config.local_steps and not getattr(guide, "local_tables", ()):
         raise ConfigError(f"--local-steps needs a guide with per-example parameters (per-example), "
                           f"not {config.guide!r}")

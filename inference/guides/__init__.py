@@ -8,6 +8,8 @@ latent site of the model inside :func:`pyrovae.models.plates.data_plate`.
 from pyrovae.inference.guides.amortized import AmortizedGuide
 from pyrovae.inference.guides.bernoulli import BernoulliGuide
 from pyrovae.inference.guides.categorical import CategoricalGuide
+from pyrovae.inference.guides.full_covariance import FullCovarianceGuide, LowRankGuide
+from pyrovae.inference.guides.iaf import IAFGuide
 from pyrovae.inference.guides.m2 import M2Guide
 from pyrovae.inference.guides.per_example import PerExampleGuide
 from pyrovae.inference.guides.semi_amortized import SemiAmortizedGuide
@@ -19,6 +21,9 @@ GUIDES = {
     "amortized": AmortizedGuide,  # MLP encoder -> diagonal Gaussian
     "per-example": PerExampleGuide,  # a diagonal Gaussian per training example, sparse updates
     "semi-amortized": SemiAmortizedGuide,  # encoder + differentiable refinement (SA-VAE)
+    "full-covariance": FullCovarianceGuide,  # MLP encoder -> N(mu, L L^T)
+    "low-rank": LowRankGuide,  # MLP encoder -> N(mu, W W^T + diag), rank 2
+    "iaf": IAFGuide,  # diagonal Gaussian + 2 conditional affine autoregressive steps
 }
 
 # model name -> its own guide table, for models whose latents are not one Gaussian site
