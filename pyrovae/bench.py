@@ -17,6 +17,7 @@ from pyrovae.config import TrainConfig
 from pyrovae.data import batches, load_dataset
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.optim import make_optimizers
+from pyrovae.train import resolve_device
 
 __all__ = ["bench_steps", "ROWS"]
 
@@ -30,10 +31,11 @@ ROWS = (
 )
 
 
-def _time_steps(config, data, steps, warmup, repeats):
+def _time_steps(config, data, steps, warmup, repeats, device):
     torch.manual_seed(0)
     model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
     model.initialize_from_data(data.train.x)
+    model.to(device), guide.to(device)
     elbo = build_elbo(config, model)
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
     order = torch.Generator().manual_seed(0)
@@ -42,6 +44,7 @@ def _time_steps(config, data, steps, warmup, repeats):
 
     def step():
         x, idx = next(feed)
+        x, idx = x.to(device), idx.to(device)
         for _ in range(config.local_steps):
             optimizer.zero_grad()
             loss_and_grads(elbo, model, guide, x, idx, n)
@@ -54,25 +57,35 @@ def _time_steps(config, data, steps, warmup, repeats):
         step()
     blocks = []
     for _ in range(repeats):
+        _synchronize(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
+        _synchronize(device)
         blocks.append((time.perf_counter() - t0) / steps)
     return statistics.median(blocks)
 
 
-def bench_steps(data="digits", data_dir=None, steps=50, warmup=20, repeats=5, out=None):
-    """Time the rows of :data:`ROWS`; returns a list of dicts and optionally writes JSON."""
+def _synchronize(device):
+    if device.type == "cuda":  # kernels run asynchronously: time them, not their launches
+        torch.cuda.synchronize(device)
+
+
+def bench_steps(data="digits", data_dir=None, steps=50, warmup=20, repeats=5, out=None, device="cpu"):
+    """Time the rows of :data:`ROWS` on ``device``; returns a list of dicts and optionally writes JSON.
+
+    :raises ConfigError: if ``device`` is CUDA and no GPU is available."""
+    device = resolve_device(device)
     dataset = load_dataset(data, data_dir)
     results = []
     for label, guide, elbo, local_steps in ROWS:
         config = TrainConfig(data=data, data_dir=data_dir, guide=guide, elbo=elbo, local_steps=local_steps)
-        seconds = _time_steps(config, dataset, steps, warmup, repeats)
+        seconds = _time_steps(config, dataset, steps, warmup, repeats, device)
         results.append({"step": label, "seconds_median": seconds})
     for r in results:
         r["ratio"] = r["seconds_median"] / results[0]["seconds_median"]
     if out:
         with open(out, "w") as f:
-            json.dump({"data": data, "batch_size": TrainConfig.batch_size, "steps": steps, "repeats": repeats,
+            json.dump({"data": data, "device": str(device), "batch_size": TrainConfig.batch_size, "steps": steps, "repeats": repeats,
                        "threads": torch.get_num_threads(), "results": results}, f, indent=2)
     return results

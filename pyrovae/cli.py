@@ -180,6 +180,7 @@ def _bench_parser(sub):
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
     p.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is reported (default 5)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     return p
 
 
@@ -252,6 +253,7 @@ def config_from_args(args):
 
 
 def cmd_train(args):
+    from pyrovae.distributed import teardown
     from pyrovae.train import train
 
     config = config_from_args(args)
@@ -259,7 +261,12 @@ def cmd_train(args):
     out = args.out or os.path.join("runs", f"{stem}-{config.model}-{config.guide}-{config.elbo}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
-    result = train(config, out, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, out, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        teardown()
+    if os.environ.get("RANK", "0") != "0":  # data-parallel (torchrun): rank 0 reports
+        return 0
     minutes = (time.perf_counter() - t0) / 60
     print(f"run saved in {result.run_dir} ({result.epochs} epochs, best validation ELBO "
           f"{result.best_valid_elbo:.3f} nats at epoch {result.best_epoch}, {minutes:.1f} min)")
@@ -392,7 +399,8 @@ def cmd_compare_inference(args):
 def cmd_bench(args):
     from pyrovae.bench import bench_steps
 
-    results = bench_steps(args.data, args.data_dir, steps=args.steps, repeats=args.repeats, out=args.json)
+    results = bench_steps(args.data, args.data_dir, steps=args.steps, repeats=args.repeats, out=args.json,
+                          device=args.device)
     print(f"{'training step (batch 100, IWAE architecture)':44}{'median ms':>10}{'ratio':>8}")
     for r in results:
         print(f"{r['step']:44}{1000 * r['seconds_median']:>10.2f}{r['ratio']:>8.2f}")

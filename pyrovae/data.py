@@ -35,7 +35,7 @@ import torch
 
 from pyrovae.errors import DataError
 
-__all__ = ["Split", "Dataset", "DATASETS", "load_dataset", "batches"]
+__all__ = ["Split", "Dataset", "DATASETS", "load_dataset", "batches", "batch_indices", "binarize_rows"]
 
 BINARIZE_SEED = 12345  # fixed seed of the one-off binarization of validation/test splits
 
@@ -289,6 +289,22 @@ def load_dataset(name, data_dir=None, binary=True, split_seed=0):
     return DATASETS[name](data_dir, binary, split_seed)
 
 
+def batch_indices(n, batch_size, generator, shuffle=True, drop_last=False):
+    """Yield the index tensors (B,) of one epoch's minibatches over ``n`` examples."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def binarize_rows(x, generator, keep=None):
+    """Draw x' ~ Bernoulli(x) from uniforms U(0, 1) of ``generator``, one per pixel of the
+    whole minibatch; ``keep`` (a boolean mask over that minibatch's rows) selects the rows of
+    ``x``, so a process holding part of the batch draws exactly what the whole batch gets."""
+    rows = x.shape[0] if keep is None else keep.shape[0]
+    u = torch.rand((rows,) + tuple(x.shape[1:]), generator=generator)
+    return (u if keep is None else u[keep]).lt(x).to(x.dtype)
+
+
 def batches(split, batch_size, generator, binarize=False, shuffle=True, drop_last=False):
     """Yield minibatches ``(x, idx)`` of shapes (B, P) and (B,) over one epoch.
 
@@ -298,11 +314,6 @@ def batches(split, batch_size, generator, binarize=False, shuffle=True, drop_las
     :param bool drop_last: skip the final smaller batch (estimators whose baselines keep a
         running average per batch position need one batch shape).
     """
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
-        idx = order[start : start + batch_size]
+    for idx in batch_indices(len(split), batch_size, generator, shuffle, drop_last):
         x = split.x[idx]
-        if binarize:
-            x = torch.bernoulli(x, generator=generator)
-        yield x, idx
+        yield (binarize_rows(x, generator) if binarize else x), idx

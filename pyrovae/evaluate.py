@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.classification import classification_accuracy, clustering_scores, supervised_baseline
+from pyrovae.distributed import SINGLE
 from pyrovae.errors import ConfigError
 from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
@@ -57,7 +58,7 @@ INFERENCE = ("auto", "amortized", "refined", "per-example")
 
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
                  batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
-                 refine_lr=3e-2):
+                 refine_lr=3e-2, context=SINGLE):
     """Evaluate a run directory; see the module doc for the fields.
 
     :param int num_samples: K importance samples per datapoint.
@@ -70,7 +71,10 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         et al. 2018), ``per-example`` (per-example Gaussians fitted from the prior for
         ``refine_steps`` steps), or ``auto``: the run's own guide (a per-example guide uses its
         table on the training split and is fitted per example elsewhere).
-    :returns: an :class:`Evaluation`; its report is also written to ``eval_{split}_K{K}.json``.
+    :param context: a :class:`~pyrovae.distributed.Context`; with several processes each scores
+        a contiguous block of the split, rank 0 gathers the per-datapoint results and writes.
+    :returns: an :class:`Evaluation` (None on ranks other than 0); its report is also written to
+        ``eval_{split}_K{K}.json``.
     :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
     """
     if num_samples < 1:
@@ -80,18 +84,24 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     config, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
     x = data.split(split).x
     device = torch.device(device)
+    start, stop = context.rank * len(x) // context.world_size, (context.rank + 1) * len(x) // context.world_size
 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + context.rank)
         mode = _mode(inference, guide, split)
+        xs = x[start:stop].to(device)  # this process's block (all of x in one process)
         if mode in ("amortized", "table"):
-            idx = torch.arange(len(x), device=device) if mode == "table" else None
-            result = iwae(model, guide, x.to(device), num_samples, batch_size, max_rows, progress, psis=True, idx=idx)
-            loc, scale = _gaussian_or_none(model, guide, x.to(device), idx)
+            idx = torch.arange(start, stop, device=device) if mode == "table" else None
+            result = iwae(model, guide, xs, num_samples, batch_size, max_rows, progress, psis=True, idx=idx)
+            loc, scale = _gaussian_or_none(model, guide, xs, idx)
         else:
-            result, loc, scale = _local_iwae(model, guide, x.to(device), mode, refine_steps, refine_lr, num_samples,
-                                             batch_size, max_rows)
+            result, loc, scale = _local_iwae(model, guide, xs, mode, refine_steps, refine_lr, num_samples,
+                                             batch_size, max_rows, progress)
+        if context.parallel:
+            result, loc, scale = _gather(context, result, loc, scale)
+            if not context.is_main:
+                return None
         collapse = _collapse(model, loc, scale, x.to(device))
     seconds = time.perf_counter() - t0
 
@@ -176,12 +186,26 @@ def _gaussian_or_none(model, guide, x, idx=None):
         return None, None
 
 
-def _local_iwae(model, guide, x, mode, steps, lr, num_samples, batch_size, max_rows):
+def _gather(context, result, loc, scale):
+    """Every process's ``(IWAEResult, loc, scale)`` for its block, joined in rank order (on the CPU)."""
+    def cpu(t):
+        return t.cpu() if isinstance(t, torch.Tensor) else t
+
+    mine = result._replace(**{f: cpu(getattr(result, f)) for f in result._fields if f != "posterior_mean"},
+                           posterior_mean={k: cpu(v) for k, v in result.posterior_mean.items()})
+    parts = context.gather_objects((mine, cpu(loc), cpu(scale)))
+    joined = concat_results([p[0] for p in parts])
+    if any(p[1] is None for p in parts):
+        return joined, None, None
+    return joined, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
+
+def _local_iwae(model, guide, x, mode, steps, lr, num_samples, batch_size, max_rows, progress=None):
     """Fit per-example Gaussians batch by batch (from the encoder, or from the prior), then
     score them with the IWAE evaluator; returns ``(IWAEResult, loc, scale)``."""
     results, locs, scales = [], [], []
     for start in tqdm(range(0, len(x), batch_size), desc=f"{mode} ({steps} steps) + IWAE", unit="batch",
-                      disable=None):
+                      disable=None if progress is None else not progress):
         xb = x[start : start + batch_size]
         if mode == "refined":
             loc, scale = gaussian_params(guide, xb)

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from pyrovae.data import batches, load_dataset
+from pyrovae.distributed import (SINGLE, DataParallelObjective, check_data_parallel, setup, shard_batches,
+                                 shard_state, whole_state)
 from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.objective import make_objective
 from pyrovae.inference.local_fit import fit_local
@@ -66,12 +68,13 @@ def seed_everything(seed):
 VALID_FIT_STEPS = 50  # per-example guides: Adam steps fitting q to the validation data each epoch
 
 
-def validation_elbo(model, guide, x, seed, device):
+def validation_elbo(model, guide, x, seed, device, context=SINGLE):
     """Mean single-sample ELBO over ``x`` (N, P), nats per datapoint; the same random draws
     every call (common random numbers make epochs comparable); the global RNG is untouched.
     A per-example guide has no parameters for these examples: per-example Gaussians are fitted
-    to them from the prior for ``VALID_FIT_STEPS`` steps, model frozen."""
-    x = x.to(device)
+    to them from the prior for ``VALID_FIT_STEPS`` steps, model frozen. With several processes
+    each scores its shard ``x[rank::N]`` and the mean is taken over all of ``x``."""
+    x = context.shard(x).to(device)
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
         if getattr(guide, "local_tables", ()):
@@ -79,7 +82,8 @@ def validation_elbo(model, guide, x, seed, device):
             guide, _ = fit_local(model, x, zeros, torch.ones_like(zeros), steps=VALID_FIT_STEPS, lr=3e-2)
         with torch.no_grad():
             result = iwae(model, guide, x, num_samples=1, batch_size=1000)
-    return float(result.elbo.mean())
+    total, count = context.all_sum(float(result.elbo.sum()), len(x))
+    return total / count
 
 
 def _truncate_metrics(path, last_epoch):
@@ -106,29 +110,43 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         last completed epoch.
     :raises KeyboardInterrupt: after SIGINT or SIGTERM, once ``last.pt`` holds the state
         after the current step (resuming from it gives the uninterrupted run's results).
+
+    Started by ``torchrun`` with several processes, it trains data-parallel (see
+    :mod:`pyrovae.distributed`): every process returns, and rank 0 alone writes ``out``.
     """
     config.validate()
-    device = resolve_device(config.device)
+    context = setup(config.device)
+    device = context.device
+    if not context.is_main:
+        log = open(os.devnull, "w")
     likelihood_cls = lookup(LIKELIHOODS, config.likelihood, "likelihood")
     data = load_dataset(config.data, config.data_dir, binary=likelihood_cls.binary, split_seed=config.split_seed)
     if config.batch_size > len(data.train):
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(data.train)} training examples")
     seed_everything(config.seed)  # before building: initial weights follow --seed
-    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
+    num_train = len(data.train)
+    model, guide = build_model_and_guide(config, data.num_pixels, context.shard_size(num_train))
     elbo = build_elbo(config, model)
+    if context.parallel:
+        check_data_parallel(model, elbo)
     objective = make_objective(config, model, guide, elbo, data.train, device)  # checks labels
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
         model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")
-    config = prepare_run_dir(out, config, resume, overwrite)  # first write happens here
+    out = context.broadcast_object(out)  # a default --out holds a timestamp: rank 0's names the run
+    if context.is_main:
+        config = prepare_run_dir(out, config, resume, overwrite)  # first write happens here
+    config = context.broadcast_object(config)
+    if context.parallel:  # each process draws its own noise from here on
+        seed_everything(config.seed + 7919 * context.rank)
 
     data_gen = torch.Generator().manual_seed(config.seed)
     if not resume and hasattr(model, "initialize_from_data"):
         model.initialize_from_data(data.train.x)
     model.to(device)
     guide.to(device)
-    num_train = len(data.train)
-    x0 = data.train.x[:2]
+    train_x = context.shard(data.train.x)  # the rows this process owns and reads
+    x0 = train_x[:2]
     if dynamic:  # its own generator: the data order stays a function of the seed alone
         x0 = torch.bernoulli(x0, generator=torch.Generator().manual_seed(config.seed))
     with pyro.validation_enabled(True):  # shape and support errors surface here, before the first step
@@ -137,38 +155,64 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     drop_last = config.elbo == "tracegraph"  # Pyro's decaying-average baselines need one batch shape
     seen = num_train - (num_train % config.batch_size if drop_last else 0)  # examples per epoch
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
+    if context.parallel:
+        objective = DataParallelObjective(model, guide, elbo, num_train, context, (x0.to(device), torch.arange(2)))
+
+    def epoch_batches():
+        if context.parallel:
+            return shard_batches(context, train_x, num_train, config.batch_size, data_gen, dynamic, drop_last)
+        return ((x, idx, len(idx)) for x, idx in batches(data.train, config.batch_size, data_gen, dynamic,
+                                                           drop_last=drop_last))
 
     start_epoch, step, best, best_epoch, since_best = 0, 0, -math.inf, 0, 0
     # where an interrupted epoch stopped: batches done, data RNG at its start, its loss so far
     position = {"batch": 0, "epoch_data_rng": data_gen.get_state(), "partial_total": 0.0}
     if resume:
         state = load_checkpoint(os.path.join(out, LAST), map_location=device)
+        guide_state, optim_state = shard_state(context, guide, state["guide"], state["optimizer"])
         model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], data_gen)
+        guide.load_state_dict(guide_state)
+        optimizer.load_state_dict(optim_state)
+        ranks = state.get("rank_rng", [state["rng"]])
+        set_rng_state(ranks[context.rank] if len(ranks) == context.world_size else state["rng"], data_gen)
         start_epoch, step = state["epoch"], state["step"]
         best, best_epoch, since_best = state["best_valid_elbo"], state["best_epoch"], state["since_best"]
         position = {key: state[key] for key in position}
-        _truncate_metrics(os.path.join(out, METRICS), start_epoch)
+        if context.is_main:
+            _truncate_metrics(os.path.join(out, METRICS), start_epoch)
 
-    def checkpoint(epoch, **where):
+    def checkpoint(epoch, **where):  # every process calls it (per-example tables are gathered)
+        guide_state, optim_state = whole_state(context, guide, optimizer, num_train)
+        rng = get_rng_state(data_gen)
         return {
-            "model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": get_rng_state(data_gen), "epoch": epoch, "step": step, "best_valid_elbo": best,
+            "model": model.state_dict(), "guide": guide_state, "optimizer": optim_state,
+            "rng": rng, "epoch": epoch, "step": step, "best_valid_elbo": best,
             "best_epoch": best_epoch, "since_best": since_best,
+            **({"rank_rng": context.gather_objects(rng)} if context.parallel else {}),
             **{"batch": 0, "epoch_data_rng": data_gen.get_state(), "partial_total": 0.0, **where},
         }
+
+    def save(name, state):
+        if context.is_main:
+            save_checkpoint(os.path.join(out, name), state)
 
     def stop_here(signal_name, where):
         print(f"\n{signal_name}: stopped cleanly at step {step}; {where} is saved in {os.path.join(out, LAST)}; "
               f"continue with: pyrovae train --out {out} --resume", file=log, flush=True)
         raise KeyboardInterrupt
 
+    def stop_requested():  # every process stops at the same step, or the collectives would not match
+        asked = bool(stop.requested)
+        return context.all_sum(float(asked))[0] > 0 if context.parallel else asked
+
+    def step_loss(x, idx, size):
+        return objective(x, idx, size) if context.parallel else objective(x, idx)
+
     completed = start_epoch
     stopped_early = since_best >= config.patience
+    quiet = not context.is_main or (progress is not None and not progress)
     bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", initial=start_epoch,
-               total=config.epochs, disable=None if progress is None else not progress)  # None: only on a tty
+               total=config.epochs, disable=True if quiet else None)  # None: only on a tty
     with GracefulStop() as stop:
         try:
             for epoch in bar:
@@ -180,8 +224,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                     data_gen.set_state(position["epoch_data_rng"])
                 epoch_data_rng = data_gen.get_state()
                 model.train(), guide.train()
-                for batch, (x, idx) in enumerate(batches(data.train, config.batch_size, data_gen, dynamic,
-                                                         drop_last=drop_last), 1):
+                for batch, (x, idx, size) in enumerate(epoch_batches(), 1):
                     if batch <= skip:
                         continue
                     x, idx = x.to(device), idx.to(device)
@@ -189,10 +232,10 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                         elbo.set_step(step)
                     for _ in range(config.local_steps):  # coordinate ascent: the batch's own rows first
                         optimizer.zero_grad(set_to_none=True)
-                        objective(x, idx)
+                        step_loss(x, idx, size)
                         optimizer.step(shared=False)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = objective(x, idx)
+                    loss = step_loss(x, idx, size)
                     step += 1
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -201,14 +244,14 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                             "try a lower --lr"
                         )
                     optimizer.step(local=not config.local_steps)  # SVI: joint; coordinate ascent: decoder
-                    total += loss * x.shape[0] / num_train  # this batch's share of the epoch's loss
-                    if stop.requested:
-                        save_checkpoint(os.path.join(out, LAST), checkpoint(
-                            completed, batch=batch, epoch_data_rng=epoch_data_rng, partial_total=total))
-                        stop_here(stop.requested, f"epoch {epoch + 1}, batch {batch}")
+                    total += loss * size / num_train  # this batch's share of the epoch's loss
+                    if stop_requested():
+                        save(LAST, checkpoint(completed, batch=batch, epoch_data_rng=epoch_data_rng,
+                                              partial_total=total))
+                        stop_here(stop.requested or "signal", f"epoch {epoch + 1}, batch {batch}")
                 position.update(batch=0, partial_total=0.0)  # later epochs start from their beginning
                 model.eval(), guide.eval()
-                valid = validation_elbo(model, guide, data.valid.x, config.seed + 1, device)
+                valid = validation_elbo(model, guide, data.valid.x, config.seed + 1, device, context)
                 completed = epoch + 1
                 if valid > best:
                     best, best_epoch, since_best = valid, completed, 0
@@ -219,10 +262,11 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                           "valid_elbo": valid, "seconds": time.perf_counter() - t0}
                 state = checkpoint(completed)
                 if best_epoch == completed:
-                    save_checkpoint(os.path.join(out, BEST), state)
-                save_checkpoint(os.path.join(out, LAST), state)
-                with open(os.path.join(out, METRICS), "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                    save(BEST, state)
+                save(LAST, state)
+                if context.is_main:
+                    with open(os.path.join(out, METRICS), "a") as f:
+                        f.write(json.dumps(record) + "\n")
                 bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{valid:.2f}")
                 if bar.disable and (completed % 10 == 0 or completed == config.epochs or stopped_early):
                     print(f"epoch {completed}/{config.epochs}: train ELBO {record['train_elbo']:.3f}, "
@@ -230,20 +274,24 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                 if stopped_early:
                     print(f"early stopping at epoch {completed}: no better validation ELBO for "
                           f"{config.patience} epochs (best {best:.3f} at epoch {best_epoch})", file=log)
-                if stop.requested:
-                    stop_here(stop.requested, f"epoch {completed}")
+                if stop_requested():
+                    stop_here(stop.requested or "signal", f"epoch {completed}")
         finally:
             bar.close()
 
+    context.barrier()  # rank 0 has written best.pt
     evaluation = None
     if config.eval_num_samples > 0:
         from pyrovae.evaluate import evaluate_run
 
         evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
-                                  progress=progress)
-    from pyrovae.plots import plot_run
-    from pyrovae.run import load_run
+                                  progress=progress if context.is_main else False, device=str(device), context=context)
+    figures = []
+    if context.is_main:
+        from pyrovae.plots import plot_run
+        from pyrovae.run import load_run
 
-    best_run = load_run(out, "best", str(device), data)
-    figures = plot_run(out, best_run.model, best_run.guide, data)
+        best_run = load_run(out, "best", str(device), data)
+        figures = plot_run(out, best_run.model, best_run.guide, data)
+    context.barrier()
     return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation, figures)
