@@ -9,11 +9,13 @@ Registry tables, one line per entry:
 A model class may carry these attributes, read by the builder and the trainer:
 ``discrete_sites`` (names of its discrete latent sites), ``enumerable`` (those sites are marked
 for parallel enumeration), ``requires_enum`` (only ``TraceEnum_ELBO`` gives its ELBO),
-``owns_prior`` (``--prior`` does not apply), ``semi_supervised`` (some examples observe a label).
+``owns_prior`` (``--prior`` does not apply), ``semi_supervised`` (some examples observe a label),
+``mean_field = False`` (its guide is not mean-field, so ``meanfield``'s per-site KL is refused).
 """
 
 from pyrovae.models.bernoulli_vae import BernoulliVAE
 from pyrovae.models.categorical_vae import CategoricalVAE
+from pyrovae.models.hierarchical_vae import HierarchicalVAE
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.m2 import M2
 from pyrovae.models.mixture_vae import MixtureVAE
@@ -28,4 +30,5 @@ MODELS = {
     "mixture-vae": MixtureVAE,  # Gaussian-mixture prior, component summed by enumeration
     "bernoulli-vae": BernoulliVAE,  # binary latents, sigmoid belief network (Mnih & Gregor 2014)
     "categorical-vae": CategoricalVAE,  # N one-hot K-way latents (Jang et al. 2017)
+    "hvae": HierarchicalVAE,  # two Gaussian layers, z2 (D) -> z1 (2D) -> x (Burda et al. 2016)
 }

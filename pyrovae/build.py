@@ -57,6 +57,10 @@ def build_elbo(config, model):
         )
     if getattr(model, "requires_enum", False) and config.elbo != "enum":
         raise ConfigError(f"model {config.model!r} sums its discrete site {discrete} out exactly; use --elbo enum")
+    if config.elbo == "meanfield" and not getattr(model, "mean_field", True):
+        raise ConfigError(f"--elbo meanfield puts each latent site's KL in closed form, which is biased when the "
+                          f"guide draws one site given another, as model {config.model!r}'s does; use --elbo trace "
+                          "or iwae")
     if discrete and config.elbo in ("meanfield", "iwae") and not getattr(model, "requires_enum", False):
         raise ConfigError(f"--elbo {config.elbo} has no gradient estimator for the discrete sites {discrete} of "
                           f"model {config.model!r}; use enum, tracegraph or relaxed")

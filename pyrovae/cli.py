@@ -274,7 +274,7 @@ def cmd_train(args):
         r = result.evaluation.report
         print(f"test log-likelihood (IWAE, K={r['num_samples']}): {r['log_likelihood']:.3f} "
               f"± {r['log_likelihood_stderr']:.3f} nats per datapoint; ELBO {r['elbo']:.3f}; "
-              f"active units {r['active_units']}/{r['latent_dim']}")
+              f"active units {r['active_units']}/{r.get('latent_units', r['latent_dim'])}")
         for line in _label_lines(r):
             print(line)
         print(f"evaluation saved in {result.evaluation.path}")
@@ -310,7 +310,8 @@ def cmd_evaluate(args):
         print(f"warning: posterior collapse: total KL(q(z|x) || p(z)) is {sum(r['kl_per_dimension']):.3f} nats, "
               f"q ignores x", file=sys.stderr)
     elif r.get("mutual_information") is not None:
-        print(f"posterior collapse: no ({r['active_units']} of {r['latent_dim']} units active, "
+        units = r.get("latent_units", r["latent_dim"])
+        print(f"posterior collapse: no ({r['active_units']} of {units} units active, "
               f"I(x; z) = {r['mutual_information']:.2f} nats)", file=sys.stderr)
     for line in _label_lines(r):
         print(line, file=sys.stderr)

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from pyrovae.errors import ConfigError
 
+# keys that config.json records beside the options, derived from them (not options):
+# kl_terms: latent site -> how the estimator treats its KL term (see pyrovae.inference.kl)
+RECORDED = ("kl_terms",)
+
 __all__ = ["TrainConfig"]
 
 
@@ -89,10 +93,11 @@ class TrainConfig:
             raise ConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(names)}")
         return cls(**d)
 
-    def save(self, path):
+    def save(self, path, **record):
+        """Write the options as JSON, with ``record``: facts derived from them (see :data:`RECORDED`)."""
         from pyrovae.checkpoint import atomic_write_text
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps({**self.to_dict(), **record}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path):
@@ -104,4 +109,4 @@ class TrainConfig:
             raise ConfigError(f"could not read the run's configuration {path}: {err}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a JSON object of options")
-        return cls.from_dict(d)
+        return cls.from_dict({k: v for k, v in d.items() if k not in RECORDED})

@@ -126,6 +126,7 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         "active_units": sum(units.values()),
         "active_units_per_site": units,
         "latent_dim": config.latent_dim,
+        "latent_units": sum(m.shape[-1] for m in result.posterior_mean.values() if m is not None),  # all layers
         "ess_mean": float(result.ess.mean()),
         "khat_share_above_0.7": float((result.khat > KHAT_THRESHOLD).double().mean()),
         "khat_median": float(result.khat.median()),
@@ -179,6 +180,8 @@ def _mode(inference, guide, split):
 
 def _gaussian_or_none(model, guide, x, idx=None):
     if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites):  # the guide samples discrete sites
+        return None, None
+    if len(model.latent_sites) > 1:  # per-dimension KL against p(z) needs a single Gaussian layer
         return None, None
     try:
         return gaussian_params(lambda *a: guide(x, idx, getattr(guide, "num_data", None)), x)

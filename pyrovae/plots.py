@@ -159,7 +159,8 @@ def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0)
     pick = torch.randperm(len(part), generator=gen)[:max_points]
     x = part.x[pick].to(device)
     labels = None if part.y is None else part.y[pick]
-    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites):  # no Gaussian code to embed
+    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites) or not hasattr(model, "decoder"):
+        # no single Gaussian code to embed and decode (discrete or hierarchical latents)
         return _discrete_model_figures(run_dir, model, data.image_shape, seed)
     means = posterior_means(model, guide, x).cpu()  # (N, D)
     written = [p for p in (_curves(run_dir, os.path.join(run_dir, "curves.png")),

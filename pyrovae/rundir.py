@@ -13,9 +13,10 @@ CONFIG, LAST, BEST, METRICS = "config.json", "last.pt", "best.pt", "metrics.json
 RESUMABLE = ("epochs", "patience", "eval_num_samples", "device")
 
 
-def prepare_run_dir(out, config, resume=False, overwrite=False):
+def prepare_run_dir(out, config, resume=False, overwrite=False, **record):
     """Create ``out`` for a new run, or check it for ``--resume``.
 
+    :param record: facts written beside the options in a new run's ``config.json``.
     :returns: the configuration to train with: ``config`` for a new run; for a resumed run
         the saved one, updated with the options in :data:`RESUMABLE`.
     :raises CheckpointError: if ``out`` exists and is not empty without ``--resume`` or
@@ -48,5 +49,5 @@ def prepare_run_dir(out, config, resume=False, overwrite=False):
             )
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
-    config.save(os.path.join(out, CONFIG))
+    config.save(os.path.join(out, CONFIG), **record)
     return config

@@ -27,6 +27,7 @@ from pyrovae.distributed import (SINGLE, DataParallelObjective, check_data_paral
                                  shard_state, whole_state)
 from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.objective import make_objective
+from pyrovae.inference.kl import kl_terms
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS
@@ -133,9 +134,13 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
         model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")
+    with torch.random.fork_rng():  # one trace of model and guide; the training draws stay as they were
+        kl = kl_terms(config.elbo, model, guide, data.train.x[:2], torch.arange(2), num_train)
     out = context.broadcast_object(out)  # a default --out holds a timestamp: rank 0's names the run
     if context.is_main:
-        config = prepare_run_dir(out, config, resume, overwrite)  # first write happens here
+        config = prepare_run_dir(out, config, resume, overwrite, kl_terms=kl)  # first write happens here
+        print(f"KL terms under --elbo {config.elbo}: " + ", ".join(f"{site} {how}" for site, how in kl.items()),
+              file=log)
     config = context.broadcast_object(config)
     if context.parallel:  # each process draws its own noise from here on
         seed_everything(config.seed + 7919 * context.rank)

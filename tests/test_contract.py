@@ -15,6 +15,7 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError, UnknownNameError
 from pyrovae.inference.elbos import ELBOS, loss_and_grads
 from pyrovae.inference.guides import guides_for
+from pyrovae.inference.kl import ANALYTIC, ENUMERATED, MONTE_CARLO, kl_terms
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
 from pyrovae.optim import make_optimizers
@@ -53,6 +54,8 @@ def _refused(model, elbo):
     if elbo == "enum":
         return not getattr(model, "enumerable", False)
     if getattr(model, "requires_enum", False):
+        return True
+    if elbo == "meanfield" and not getattr(model, "mean_field", True):
         return True
     return bool(discrete_guide) and elbo in ("meanfield", "iwae")
 
@@ -121,6 +124,13 @@ def test_one_training_step(model, guide, elbo, prior, likelihood):
         old = before[[i for i, p in enumerate(params) if p is table][0]]
         assert torch.equal(table[others], old[others]), name
         assert not torch.equal(table[idx], old[idx]), name
+    # config.json's record of each latent site's KL treatment (pyrovae.inference.kl)
+    terms = kl_terms(config.elbo, model, guide, x[idx], idx, N)
+    assert terms and set(terms) <= set(model.latent_sites) and set(terms.values()) <= {ANALYTIC, MONTE_CARLO, ENUMERATED}
+    if config.elbo != "meanfield":
+        assert ANALYTIC not in terms.values()
+    elif config.prior == "standard-normal" and config.guide == "amortized" and config.model == "vae":
+        assert terms == {"z": ANALYTIC}
     # a finite per-datapoint IWAE estimate after the step
     result = iwae(model, guide, x, num_samples=4, batch_size=11, idx=torch.arange(N))
     assert result.log_likelihood.shape == (N,)

@@ -73,7 +73,7 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
     "args, message",
     [
         (["--guide", "nope"], "valid names: amortized"),
-        (["--model", "nope"], "valid names: bernoulli-vae, categorical-vae, m2, mixture-vae, vae"),
+        (["--model", "nope"], "valid names: bernoulli-vae, categorical-vae, hvae, m2, mixture-vae, vae"),
         (["--prior", "nope"], "valid names: diagonal, flow, laplace, mixture, standard-normal, vamp"),
         (["--likelihood", "nope"], "valid names: bernoulli, gaussian"),
         (["--activation", "nope"], "valid names: elu, gelu, relu, softplus, tanh"),

@@ -9,6 +9,7 @@ from pyrovae.inference.guides.amortized import AmortizedGuide
 from pyrovae.inference.guides.bernoulli import BernoulliGuide
 from pyrovae.inference.guides.categorical import CategoricalGuide
 from pyrovae.inference.guides.full_covariance import FullCovarianceGuide, LowRankGuide
+from pyrovae.inference.guides.hierarchical import HierarchicalGuide
 from pyrovae.inference.guides.iaf import IAFGuide
 from pyrovae.inference.guides.m2 import M2Guide
 from pyrovae.inference.guides.per_example import PerExampleGuide
@@ -31,6 +32,7 @@ MODEL_GUIDES = {
     "m2": {"amortized": M2Guide},  # q(y | x) q(z | x, y)
     "bernoulli-vae": {"amortized": BernoulliGuide},  # factorized Bernoulli encoder
     "categorical-vae": {"amortized": CategoricalGuide},  # mean-field categorical encoder
+    "hvae": {"amortized": HierarchicalGuide},  # q(z1 | x) q(z2 | z1)
 }
 
 
