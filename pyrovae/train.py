@@ -161,7 +161,8 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     seen = num_train - (num_train % config.batch_size if drop_last else 0)  # examples per epoch
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
     if context.parallel:
-        objective = DataParallelObjective(model, guide, elbo, num_train, context, (x0.to(device), torch.arange(2)))
+        probe = (x0.to(device), torch.arange(2, device=device))
+        objective = DataParallelObjective(model, guide, elbo, num_train, context, probe)
 
     def epoch_batches():
         if context.parallel:

@@ -145,6 +145,24 @@ def test_every_rank_reads_only_its_shard_and_the_union_is_the_global_batch():
         assert all(size == len(xb) for _, size in parts)
 
 
+def test_dynamic_binarization_draws_the_same_pixels_whatever_the_number_of_processes():
+    x = torch.rand(23, 6, generator=torch.Generator().manual_seed(0))
+    single = [(xb, idx) for xb, idx in batches(Split(x), 5, torch.Generator().manual_seed(2), binarize=True)]
+    assert all(((xb == 0) | (xb == 1)).all() for xb, _ in single)
+    assert any((xb != x[idx].round()).any() for xb, idx in single)  # Bernoulli draws, not thresholding
+    for world in (2, 3):
+        rows = {}
+        for rank in range(world):
+            context = Context(rank, world, torch.device("cpu"))
+            gen = torch.Generator().manual_seed(2)
+            for step, (xb, local, _) in enumerate(shard_batches(context, context.shard(x), 23, 5, gen, binarize=True)):
+                for row, i in zip(xb, local * world + rank):
+                    rows[(step, int(i))] = row
+        for step, (xb, idx) in enumerate(single):
+            for row, i in zip(xb, idx):
+                assert torch.equal(rows[(step, int(i))], row)
+
+
 def test_whole_table_gathers_rows_in_example_order():
     table = torch.arange(7 * 2.0).reshape(7, 2)
     shards = [Context(r, 3, torch.device("cpu")).shard(table) for r in range(3)]
