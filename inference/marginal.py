@@ -120,8 +120,9 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
     :returns: ``(log_w, elbo, log_lik, posterior_mean)``: the log weights, the ELBO terms and
         the expected log p(x | latents), each of shape (S, B), and a dict site -> E_q[z|x] of
         shape (B, D): the analytic mean averaged over the S draws, or, for q without one (flows),
-        the average of the S samples; None for an enumerated site, or without an analytic mean
-        when S = 1.
+        the average of the S samples; for a site drawn given enumerated ones (M2's z given y),
+        the q(e|x)-weighted sum of its means; None for an enumerated site, or without an
+        analytic mean when S = 1.
     :raises ValueError: if a site's log-probability is not per datapoint.
     """
     S, B = num_samples, x.shape[0]
@@ -142,7 +143,11 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
             mean = site["fn"].mean
         except NotImplementedError:  # flows: the Monte Carlo mean of the S samples, if S > 1
             mean = site["value"] if S > 1 else None
-        # a site downstream of enumerated ones has extra (E...) dimensions: no single mean
+        if mean is not None and mean.dim() > 3 and torch.is_tensor(q_enum):
+            # downstream of enumerated sites, (E..., S, B, D): E_q[z|x] = sum_e q(e|x) E_q[z|x, e]
+            weight = q_enum.exp().unsqueeze(-1)
+            leading = tuple(range(mean.dim() - 3))
+            mean = (weight * mean).sum(leading).expand(S, B, mean.shape[-1])
         means[name] = mean.reshape(S, B, -1).mean(0) if mean is not None and mean.shape[:2] == (S, B) else None
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":

@@ -133,3 +133,23 @@ def test_mixture_prior_weights_sum_the_component_out():
                     - guide_trace.nodes["z"]["fn"].log_prob(z))
     assert torch.allclose(log_w, expected, atol=1e-4)
     assert torch.allclose(elbo, expected, atol=1e-4)  # no guide-side enumeration: ELBO term = log weight
+
+
+def test_posterior_mean_downstream_of_an_enumerated_class_is_the_mixture_mean():
+    """M2 under enumeration: E_q[z|x] = sum_y q(y|x) loc(x, y), the mean of q's mixture over y."""
+    from torch.nn import functional as F
+
+    from pyrovae.build import build_model_and_guide
+    from pyrovae.config import TrainConfig
+    from pyrovae.inference.marginal import log_weights
+
+    torch.manual_seed(0)
+    config = TrainConfig(model="m2", elbo="enum", latent_dim=3, hidden=[8], num_classes=4)
+    model, guide = build_model_and_guide(config, 6, 20)
+    x = torch.bernoulli(torch.full((5, 6), 0.5))
+    means = log_weights(model, guide, x, 3)[3]
+    qy = guide.classify(x).softmax(-1)  # (B, C)
+    locs = torch.stack([guide.encoder(torch.cat([x, F.one_hot(torch.full((5,), c), 4).float()], -1))[:, :3]
+                        for c in range(4)], 1)  # (B, C, D)
+    assert means["y"] is None
+    torch.testing.assert_close(means["z"], (qy.unsqueeze(-1) * locs).sum(1))
