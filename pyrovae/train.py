@@ -179,6 +179,8 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         model.load_state_dict(state["model"])
         guide.load_state_dict(guide_state)
         optimizer.load_state_dict(optim_state)
+        for name, value in state.get("param_store", {}).items():  # TraceGraph_ELBO's decaying averages
+            pyro.get_param_store()[name] = value
         ranks = state.get("rank_rng", [state["rng"]])
         set_rng_state(ranks[context.rank] if len(ranks) == context.world_size else state["rng"], data_gen)
         start_epoch, step = state["epoch"], state["step"]
@@ -192,6 +194,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         rng = get_rng_state(data_gen)
         return {
             "model": model.state_dict(), "guide": guide_state, "optimizer": optim_state,
+            "param_store": {name: value.detach().clone() for name, value in pyro.get_param_store().items()},
             "rng": rng, "epoch": epoch, "step": step, "best_valid_elbo": best,
             "best_epoch": best_epoch, "since_best": since_best,
             **({"rank_rng": context.gather_objects(rng)} if context.parallel else {}),

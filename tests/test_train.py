@@ -114,12 +114,14 @@ def test_dynamic_binarization_trains(tmp_path):
     assert result.epochs == 2 and math.isfinite(result.evaluation.report["log_likelihood"])
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"model": "bernoulli-vae", "elbo": "tracegraph"}], ids=["trace", "tracegraph"])
+def test_resume_equals_uninterrupted(tmp_path, options):
+    """tracegraph: Pyro's decaying-average baselines live in its param store, checkpointed too."""
     straight = str(tmp_path / "straight")
-    train(_small_config(epochs=4), straight, progress=False)
+    train(_small_config(epochs=4, **options), straight, progress=False)
     split = str(tmp_path / "split")
-    train(_small_config(epochs=2), split, progress=False)
-    result = train(_small_config(epochs=4), split, resume=True, progress=False)
+    train(_small_config(epochs=2, **options), split, progress=False)
+    result = train(_small_config(epochs=4, **options), split, resume=True, progress=False)
     assert result.epochs == 4
     a, b = load_checkpoint(os.path.join(straight, "last.pt")), load_checkpoint(os.path.join(split, "last.pt"))
     for part in ("model", "guide"):
