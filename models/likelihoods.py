@@ -9,6 +9,7 @@ import torch
 from pyro import distributions as dist
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
+from torch.nn import functional as F
 
 from pyrovae.errors import DataError
 
@@ -20,6 +21,19 @@ def _per_pixel(pixel_dist, mask):
     if mask is not None:
         pixel_dist = pixel_dist.mask(mask)
     return pixel_dist.to_event(1)
+
+
+class BernoulliPixels(dist.Independent):
+    """``Bernoulli(logits).to_event(1)`` whose ``log_prob`` sums the pixels' binary cross-entropy
+    before negating it: the same value, with one pass over the (..., P) tensor fewer than
+    ``Bernoulli.log_prob`` (which negates every pixel's term first). IWAE evaluation spends
+    most of its time here: (K x B, P) terms per chunk."""
+
+    def log_prob(self, value):
+        logits = self.base_dist.logits
+        shape = torch.broadcast_shapes(logits.shape, value.shape)
+        terms = F.binary_cross_entropy_with_logits(logits.expand(shape), value.expand(shape), reduction="none")
+        return -terms.sum(-1)
 
 
 class BernoulliLikelihood(PyroModule):
@@ -38,7 +52,8 @@ class BernoulliLikelihood(PyroModule):
     def forward(self, logits, mask=None):
         """:param logits: shape (..., P). :param mask: optional bool (..., P), False on pixels
         left out of the likelihood (missing). :returns: a distribution with event shape (P,)."""
-        return _per_pixel(dist.Bernoulli(logits=logits, validate_args=False), mask)
+        pixels = dist.Bernoulli(logits=logits, validate_args=False)
+        return _per_pixel(pixels, mask) if mask is not None else BernoulliPixels(pixels, 1, validate_args=False)
 
     def output_for_mean(self, mean):
         """The decoder output whose mean is ``mean`` (P,): the log-odds, clamped away from 0 and 1."""

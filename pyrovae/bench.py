@@ -1,69 +1,53 @@
-"""``pyrovae bench``: time training steps of the guides on the same model, in one process.
+"""``pyrovae bench``: pyrovae's training steps and IWAE evaluation against hand-written PyTorch,
+measured in one process.
 
-Each row is the median wall-clock time of one training step (``loss_and_grads`` and the
-optimizer step) over ``repeats`` blocks of ``steps`` steps after ``warmup`` steps, with the
-ratio to the first row (the amortized guide with ``trace``), measured in the same run. These
-machines are noisy: compare ratios, not absolute times.
+Three groups, each with its reference (ratio 1) from :mod:`pyrovae.reference`:
+
+* **VAE training step**: the IWAE paper's 784-200-200-50 tanh VAE, Bernoulli decoder, batch
+  100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, and the plain
+  ``SVI`` + ``pyro.optim`` loop as Pyro's own examples write it.
+* **M2 training step**: the unlabelled objective, the class summed over 10 values: ``enum``
+  (``TraceEnum_ELBO``) against a hand-written batched sum over classes.
+* **IWAE evaluation**: per-datapoint log p(x) with K importance samples, chunked to at most
+  ``max_rows`` (samples x examples) rows, and the peak memory the evaluation added.
+
+Training rows run round-robin: each repeat times a block of ``steps`` steps of every row, after
+``warmup`` steps each, so drift on a shared machine hits all rows alike. A row's ratio is the
+median over repeats of its block time over the reference's block time in the same repeat.
+The data are random binary images (the timings do not depend on pixel values).
 """
 
 import json
 import statistics
 import time
 
+import pyro
 import torch
+from pyro.infer import SVI, Trace_ELBO
 
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
-from pyrovae.data import batches, load_dataset
+from pyrovae.data import Split, batches
 from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.inference.marginal import iwae
+from pyrovae.memory import peak_memory
 from pyrovae.optim import make_optimizers
+from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.train import resolve_device
 
-__all__ = ["bench_steps", "ROWS"]
+__all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
-# (label, guide, elbo, local_steps)
-ROWS = (
-    ("amortized, trace", "amortized", "trace", 0),
-    ("amortized, meanfield", "amortized", "meanfield", 0),
-    ("per-example, trace (SVI)", "per-example", "trace", 0),
-    ("per-example, trace, --local-steps 1", "per-example", "trace", 1),
-    ("semi-amortized (5 steps), trace", "semi-amortized", "trace", 0),
-)
+P, BATCH, NUM_DATA = 784, 100, 10000
 
-
-def _time_steps(config, data, steps, warmup, repeats, device):
-    torch.manual_seed(0)
-    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
-    model.initialize_from_data(data.train.x)
-    model.to(device), guide.to(device)
-    elbo = build_elbo(config, model)
-    optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
-    order = torch.Generator().manual_seed(0)
-    feed = (b for _ in range(10**6) for b in batches(data.train, config.batch_size, order))
-    n = len(data.train)
-
-    def step():
-        x, idx = next(feed)
-        x, idx = x.to(device), idx.to(device)
-        for _ in range(config.local_steps):
-            optimizer.zero_grad()
-            loss_and_grads(elbo, model, guide, x, idx, n)
-            optimizer.step(shared=False)
-        optimizer.zero_grad()
-        loss_and_grads(elbo, model, guide, x, idx, n)
-        optimizer.step(local=not config.local_steps)
-
-    for _ in range(warmup):
-        step()
-    blocks = []
-    for _ in range(repeats):
-        _synchronize(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _synchronize(device)
-        blocks.append((time.perf_counter() - t0) / steps)
-    return statistics.median(blocks)
+# label -> pyrovae options (guide, elbo, local_steps); None: Pyro's SVI + pyro.optim loop
+VAE_ROWS = {
+    "pyrovae: amortized, trace": ("amortized", "trace", 0),
+    "pyrovae: amortized, meanfield": ("amortized", "meanfield", 0),
+    "pyrovae: per-example, trace": ("per-example", "trace", 0),
+    "pyrovae: per-example, trace, --local-steps 1": ("per-example", "trace", 1),
+    "pyrovae: semi-amortized (5 refinement steps), trace": ("semi-amortized", "trace", 0),
+    "Pyro SVI + pyro.optim.Adam, Trace_ELBO (Pyro's examples)": None,
+}
 
 
 def _synchronize(device):
@@ -71,21 +55,164 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def bench_steps(data="digits", data_dir=None, steps=50, warmup=20, repeats=5, out=None, device="cpu"):
-    """Time the rows of :data:`ROWS` on ``device``; returns a list of dicts and optionally writes JSON.
+def _feed(x, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        for xb, idx in batches(Split(x), BATCH, gen, drop_last=True):
+            yield xb.to(device), idx.to(device)
 
-    :raises ConfigError: if ``device`` is CUDA and no GPU is available."""
+
+def _reference_step(module, x, device):
+    module.to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    feed = _feed(x, device)
+
+    def step():
+        xb, _ = next(feed)
+        optimizer.zero_grad(set_to_none=True)
+        module(xb, NUM_DATA).backward()
+        optimizer.step()
+
+    return step
+
+
+def _pyrovae_step(config, x, device):
+    torch.manual_seed(0)
+    model, guide = build_model_and_guide(config, P, NUM_DATA)
+    model.initialize_from_data(x)
+    model.to(device), guide.to(device)
+    elbo = build_elbo(config, model)
+    optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
+    feed = _feed(x, device)
+
+    def step():
+        xb, idx = next(feed)
+        with pyro.validation_enabled(False):  # as in the training loop: checks ran before the first step
+            for _ in range(config.local_steps):
+                optimizer.zero_grad(set_to_none=True)
+                loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA)
+                optimizer.step(shared=False)
+            optimizer.zero_grad(set_to_none=True)
+            loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA)
+        optimizer.step(local=not config.local_steps)
+
+    return step
+
+
+def _svi_step(x, device):
+    """The loop of Pyro's VAE example: ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO()).step``,
+    with Pyro's global parameter store (``pyro.optim`` finds parameters there; pyrovae itself
+    keeps them module-local and steps ``torch.optim``)."""
+    with pyro.settings.context(module_local_params=False):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model, guide = build_model_and_guide(TrainConfig(), P, NUM_DATA)
+        model.initialize_from_data(x)
+        model.to(device), guide.to(device)
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(max_plate_nesting=1))
+    feed = _feed(x, device)
+
+    def step():
+        xb, idx = next(feed)
+        with pyro.settings.context(module_local_params=False):
+            svi.step(xb, idx, NUM_DATA)
+
+    return step
+
+
+def _time_round_robin(steps_by_label, steps, warmup, repeats, device):
+    """Median seconds per step of each row and its median per-repeat ratio to the first row."""
+    for step in steps_by_label.values():
+        for _ in range(warmup):
+            step()
+    blocks = {label: [] for label in steps_by_label}
+    for _ in range(repeats):
+        for label, step in steps_by_label.items():
+            _synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            _synchronize(device)
+            blocks[label].append((time.perf_counter() - t0) / steps)
+    reference = blocks[next(iter(blocks))]
+    return [{"row": label, "seconds_median": statistics.median(b),
+             "ratio": statistics.median(t / r for t, r in zip(b, reference))} for label, b in blocks.items()]
+
+
+def _time_iwae(x, num_samples, max_rows, device):
+    torch.manual_seed(0)
+    config = TrainConfig()
+    model, guide = build_model_and_guide(config, P, NUM_DATA)
+    model.to(device), guide.to(device)
+    reference = ReferenceVAE().to(device)
+    x = x.to(device)
+    rows = []
+    runs = (("reference: chunked PyTorch IWAE loop", lambda x, k: reference_iwae(reference, x, k, BATCH, max_rows)),
+            ("pyrovae: iwae() (log p(x), ELBO, ESS, E_q[z|x] per datapoint)",
+             lambda x, k: iwae(model, guide, x, k, BATCH, max_rows)))
+    for _, run in runs:  # warm-up: first-call imports and allocations stay out of the timing
+        run(x[:2], min(num_samples, 50))
+    for label, run in runs:
+        with peak_memory(device) as mem:
+            _synchronize(device)
+            t0 = time.perf_counter()
+            run(x, num_samples)
+            _synchronize(device)
+            seconds = time.perf_counter() - t0
+        rows.append({"row": label, "seconds_median": seconds, "seconds_per_example": seconds / len(x),
+                     "peak_memory_bytes": mem.peak})
+    for r in rows:
+        r["ratio"] = r["seconds_median"] / rows[0]["seconds_median"]
+    return rows
+
+
+def run_bench(steps=50, warmup=20, repeats=5, iwae_examples=None, num_samples=5000, max_rows=20000,
+              device="cpu", rows=None, out=None, progress=print):
+    """Run the three groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
+
+    :param int iwae_examples: examples in the IWAE evaluation (default 100 on CPU, 10,000 on
+        CUDA); the table also gives the time scaled to 10,000.
+    :param rows: labels of :data:`VAE_ROWS` to time (default all).
+    :raises ConfigError: if ``device`` is CUDA and no GPU is available.
+    """
     device = resolve_device(device)
-    dataset = load_dataset(data, data_dir)
-    results = []
-    for label, guide, elbo, local_steps in ROWS:
-        config = TrainConfig(data=data, data_dir=data_dir, guide=guide, elbo=elbo, local_steps=local_steps)
-        seconds = _time_steps(config, dataset, steps, warmup, repeats, device)
-        results.append({"step": label, "seconds_median": seconds})
-    for r in results:
-        r["ratio"] = r["seconds_median"] / results[0]["seconds_median"]
+    iwae_examples = iwae_examples or (10000 if device.type == "cuda" else 100)
+    x = torch.bernoulli(torch.full((NUM_DATA, P), 0.3), generator=torch.Generator().manual_seed(0))
+    results = {}
+    progress("timing VAE training steps ...")
+    vae_steps = {"reference: hand-written PyTorch VAE (analytic KL)": _reference_step(ReferenceVAE(), x, device)}
+    for label, options in VAE_ROWS.items():
+        if rows is not None and label not in rows:
+            continue
+        if options is None:
+            vae_steps[label] = _svi_step(x, device)
+        else:
+            guide, elbo, local_steps = options
+            vae_steps[label] = _pyrovae_step(TrainConfig(guide=guide, elbo=elbo, local_steps=local_steps), x, device)
+    results["VAE training step"] = _time_round_robin(vae_steps, steps, warmup, repeats, device)
+    progress("timing M2 training steps ...")
+    m2_steps = {"reference: hand-written PyTorch M2 (sum over 10 classes)": _reference_step(ReferenceM2(), x, device),
+                "pyrovae: m2, enum (unlabelled batch)": _pyrovae_step(TrainConfig(model="m2", elbo="enum"), x, device)}
+    results["M2 training step"] = _time_round_robin(m2_steps, steps, warmup, repeats, device)
+    progress(f"timing IWAE evaluation, K={num_samples}, {iwae_examples} examples ...")
+    results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device)
     if out:
         with open(out, "w") as f:
-            json.dump({"data": data, "device": str(device), "batch_size": TrainConfig.batch_size, "steps": steps, "repeats": repeats,
-                       "threads": torch.get_num_threads(), "results": results}, f, indent=2)
+            json.dump({"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
+                       "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
+                       "num_samples": num_samples, "max_rows": max_rows, "groups": results}, f, indent=2)
     return results
+
+
+def print_table(results, print=print):
+    """One table: median ms per step (s per 10,000 examples for IWAE), ratio, peak memory."""
+    print(f"{'row':66}{'median':>12}{'ratio':>8}{'peak MB':>9}")
+    for group, rows in results.items():
+        print(f"-- {group}")
+        for r in rows:
+            if "seconds_per_example" in r:
+                time_text = f"{r['seconds_per_example'] * 10000:9.0f} s/10k"
+            else:
+                time_text = f"{1000 * r['seconds_median']:9.2f} ms"
+            mem = r.get("peak_memory_bytes")
+            print(f"{r['row'][:65]:66}{time_text:>12}{r['ratio']:>8.2f}{'' if mem is None else f'{mem / 2**20:9.0f}'}")

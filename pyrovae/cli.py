@@ -173,12 +173,14 @@ def _compare_inference_parser(sub):
 
 
 def _bench_parser(sub):
-    p = sub.add_parser("bench", help="median training-step time of each guide, as ratios in one run",
-                       description="Training-step benchmark (see pyrovae.bench).")
-    p.add_argument("--data", default="digits")
-    p.add_argument("--data-dir")
+    p = sub.add_parser("bench", help="training steps and IWAE evaluation against hand-written PyTorch, one run",
+                       description="Benchmark against hand-written PyTorch references (see pyrovae.bench).")
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
-    p.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps per row first (default 20)")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per row; medians are reported (default 5)")
+    p.add_argument("--iwae-examples", type=int, help="examples in the IWAE evaluation (default 100 on CPU, "
+                   "10,000 on CUDA)")
+    p.add_argument("--num-samples", type=int, default=5000, help="K of the IWAE evaluation (default 5000)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     return p
@@ -398,13 +400,17 @@ def cmd_compare_inference(args):
 
 
 def cmd_bench(args):
-    from pyrovae.bench import bench_steps
+    from pyrovae.bench import print_table, run_bench
 
-    results = bench_steps(args.data, args.data_dir, steps=args.steps, repeats=args.repeats, out=args.json,
-                          device=args.device)
-    print(f"{'training step (batch 100, IWAE architecture)':44}{'median ms':>10}{'ratio':>8}")
-    for r in results:
-        print(f"{r['step']:44}{1000 * r['seconds_median']:>10.2f}{r['ratio']:>8.2f}")
+    for name in ("steps", "repeats", "num_samples"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.warmup < 0 or (args.iwae_examples is not None and args.iwae_examples < 1):
+        raise ConfigError("--warmup must be >= 0 and --iwae-examples positive")
+    results = run_bench(steps=args.steps, warmup=args.warmup, repeats=args.repeats, iwae_examples=args.iwae_examples,
+                        num_samples=args.num_samples, device=args.device, out=args.json,
+                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print_table(results)
     return 0
 
 

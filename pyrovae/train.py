@@ -222,7 +222,8 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     quiet = not context.is_main or (progress is not None and not progress)
     bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", initial=start_epoch,
                total=config.epochs, disable=True if quiet else None)  # None: only on a tty
-    with GracefulStop() as stop:
+    # Pyro's validation ran on the check above; the hot loop skips those checks (a NaN still stops training)
+    with GracefulStop() as stop, pyro.validation_enabled(False):
         try:
             for epoch in bar:
                 if stopped_early:

@@ -137,3 +137,19 @@ def test_batches_cover_each_example_once():
     d = load_dataset("digits")
     seen = torch.cat([idx for _, idx in batches(d.train, 100, torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(len(d.train)))
+
+
+def test_bernoulli_pixels_log_prob_equals_pyros_independent_bernoulli():
+    from pyro import distributions as dist
+
+    from pyrovae.models.likelihoods import BernoulliLikelihood, BernoulliPixels
+
+    logits = torch.randn(3, 1, 5, 7, generator=torch.Generator().manual_seed(0)) * 4
+    x = torch.bernoulli(torch.full((5, 7), 0.4))
+    ours = BernoulliLikelihood(7)(logits)
+    assert isinstance(ours, BernoulliPixels) and ours.event_shape == (7,) and ours.batch_shape == (3, 1, 5)
+    expected = dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
+    torch.testing.assert_close(ours.log_prob(x), expected)
+    assert isinstance(ours.expand((3, 2, 5)), BernoulliPixels)
+    torch.testing.assert_close(ours.expand((3, 2, 5)).log_prob(x), expected.expand(3, 2, 5))
+    torch.testing.assert_close(ours.mean, torch.sigmoid(logits))

@@ -133,8 +133,13 @@ def test_semi_amortized_refinement_improves_q_and_trains_the_encoder_through_it(
 
 def test_bench_command(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--steps", "2", "--repeats", "1", "--json", str(out)]) == 0
+    assert cli.main(["bench", "--steps", "2", "--warmup", "1", "--repeats", "2", "--iwae-examples", "3",
+                     "--num-samples", "20", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "per-example, trace (SVI)" in text and "semi-amortized" in text
-    results = json.loads(out.read_text())["results"]
-    assert results[0]["ratio"] == 1.0 and all(r["seconds_median"] > 0 for r in results)
+    assert "per-example, trace" in text and "Pyro SVI" in text and "m2, enum" in text and "iwae()" in text
+    groups = json.loads(out.read_text())["groups"]
+    assert set(groups) == {"VAE training step", "M2 training step", "IWAE evaluation, K=20"}
+    for rows in groups.values():
+        assert rows[0]["ratio"] == 1.0 and rows[0]["row"].startswith("reference")
+        assert all(r["seconds_median"] > 0 and r["ratio"] > 0 for r in rows)
+    assert cli.main(["bench", "--steps", "0"]) == 2
