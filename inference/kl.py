@@ -10,6 +10,7 @@ site, by tracing the model and guide once, as the ELBO itself does.
 """
 
 import pyro.poutine as poutine
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
 __all__ = ["kl_terms", "ANALYTIC", "MONTE_CARLO", "ENUMERATED"]
@@ -27,13 +28,12 @@ def kl_terms(elbo_name, model, guide, x, idx=None, num_data=None):
     """
     guide_trace = poutine.trace(guide).get_trace(x, idx, num_data)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, idx, num_data)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
     terms = {}
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or name not in guide_trace.nodes:
             continue
         q = guide_trace.nodes[name]["fn"]
-        if type(q).__name__ == "_Subsample":
-            continue
         if elbo_name == "enum" and q.has_enumerate_support:
             terms[name] = ENUMERATED
         elif elbo_name == "meanfield":

@@ -22,7 +22,7 @@ from pyrovae.models.mixture_vae import MixtureVAE
 from pyrovae.models.priors import PRIORS
 from pyrovae.models.vae import VAE
 
-__all__ = ["MODELS", "PRIORS", "LIKELIHOODS", "VAE"]
+__all__ = ["MODELS", "PRIORS", "LIKELIHOODS", "VAE", "guide_discrete_sites"]
 
 MODELS = {
     "vae": VAE,  # one Gaussian latent layer, MLP decoder (Kingma & Welling 2014)
@@ -32,3 +32,9 @@ MODELS = {
     "categorical-vae": CategoricalVAE,  # N one-hot K-way latents (Jang et al. 2017)
     "hvae": HierarchicalVAE,  # two Gaussian layers, z2 (D) -> z1 (2D) -> x (Burda et al. 2016)
 }
+
+
+def guide_discrete_sites(model):
+    """The discrete latent sites that the guide samples (``discrete_sites`` among
+    ``latent_sites``); a mixture VAE's component, summed in the model, is not one."""
+    return set(getattr(model, "discrete_sites", ())) & set(model.latent_sites)

@@ -88,11 +88,7 @@ def _pyrovae_step(config, x, device):
     def step():
         xb, idx = next(feed)
         with pyro.validation_enabled(False):  # as in the training loop: checks ran before the first step
-            for _ in range(config.local_steps):
-                optimizer.zero_grad(set_to_none=True)
-                loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA)
-                optimizer.step(shared=False)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.local_updates(lambda: loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA), config.local_steps)
             loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA)
         optimizer.step(local=not config.local_steps)
 

@@ -78,7 +78,7 @@ class Context(NamedTuple):
         dist.all_gather(parts, padded.contiguous())
         full = local.new_empty((n,) + tuple(local.shape[1:]))
         for r, part in enumerate(parts):
-            full[r :: self.world_size] = part[: len(range(r, n, self.world_size))]
+            full[r :: self.world_size] = part[: self._replace(rank=r).shard_size(n)]
         return full
 
     def gather_objects(self, obj):
@@ -105,21 +105,20 @@ class Context(NamedTuple):
 SINGLE = Context(0, 1, torch.device("cpu"))
 
 
-def setup(device_name):
+def setup(device):
     """Join the process group that ``torchrun`` describes in the environment, once.
 
-    :param str device_name: ``cpu`` or ``cuda`` (``cuda:K`` is read as ``cuda``: each process
-        takes the GPU ``LOCAL_RANK``).
+    :param torch.device device: the requested device, already checked (see
+        :func:`pyrovae.train.resolve_device`); under ``torchrun`` a CUDA device is read as
+        "CUDA": each process takes the GPU ``LOCAL_RANK``.
     :returns: a :class:`Context`; ``world_size`` 1 when not launched by ``torchrun``.
-    :raises ConfigError: if CUDA is requested but a process has no GPU of its own.
+    :raises ConfigError: if a process has no GPU of its own.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device_name}: CUDA is not available on this machine; use --device cpu")
     if world_size <= 1:
-        return SINGLE._replace(device=torch.device(device_name))
+        return SINGLE._replace(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name.startswith("cuda"):
+    if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"process {rank} needs GPU {local_rank}, and this node has "
                               f"{torch.cuda.device_count()}; start at most that many processes per node")
@@ -154,7 +153,9 @@ class DataParallelObjective:
     """One rank's share of a training step: ``step(x, idx, batch_size) -> float``.
 
     Accumulates into ``.grad`` the gradient of the global minibatch's loss (nats, full-data
-    scale, as one process computes it with that batch), and returns that loss, summed over ranks.
+    scale, as one process computes it with that batch), and returns this rank's share of that
+    loss: the shares sum over ranks to the loss (the caller reduces them, with whatever else it
+    needs from every rank, in one collective).
 
     :param model, guide: the rank's model and guide (per-example tables hold the rank's rows).
     :param elbo: a Pyro ELBO with ``differentiable_loss`` (trace, meanfield, enum, relaxed).
@@ -167,7 +168,7 @@ class DataParallelObjective:
 
     def __init__(self, model, guide, elbo, num_data, context, probe):
         check_data_parallel(model, elbo)
-        self.context, self.num_data = context, num_data
+        self.context, self.num_data, self.probe = context, num_data, probe
         module = elbo(model, guide)
         self.tables = [t.weight for t in _tables(guide)]
         table_ids = {id(p) for p in self.tables}
@@ -183,14 +184,14 @@ class DataParallelObjective:
         weight = self.context.world_size * len(idx) / batch_size
         empty = len(idx) == 0
         if empty:  # this rank owns none of the batch: a zero-weighted pass keeps DDP's collectives in step
-            x, idx = self.module.module.guide_probe
+            x, idx = self.probe
         loss = self.module(x, idx, self.num_data)
         (loss * weight).backward()
         if empty:
             for p in self.tables:
                 p.grad = None
-        (total,) = self.context.all_sum(0.0 if empty else loss.item() * len(idx) / batch_size)
-        return total
+            return 0.0
+        return loss.item() * len(idx) / batch_size
 
 
 def _tables(guide):
@@ -200,7 +201,6 @@ def _tables(guide):
 def _unused_parameters(module, probe, num_data, skip):
     """Names of trainable parameters that get no gradient from one loss on ``probe``."""
     x, idx = probe
-    module.guide_probe = probe
     loss = module(x, idx, num_data)
     loss.backward()
     names = [name for name, p in module.named_parameters()

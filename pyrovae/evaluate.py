@@ -37,6 +37,7 @@ from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, pe
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
+from pyrovae.models import guide_discrete_sites
 from pyrovae.objective import labelled_subset
 from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
@@ -179,7 +180,7 @@ def _mode(inference, guide, split):
 
 
 def _gaussian_or_none(model, guide, x, idx=None):
-    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites):  # the guide samples discrete sites
+    if guide_discrete_sites(model):
         return None, None
     if len(model.latent_sites) > 1:  # per-dimension KL against p(z) needs a single Gaussian layer
         return None, None

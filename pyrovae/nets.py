@@ -6,7 +6,7 @@ from torch import nn
 
 from pyrovae.registry import lookup
 
-__all__ = ["ACTIVATIONS", "mlp", "parse_hidden", "broadcast_cat", "inverse_softplus"]
+__all__ = ["ACTIVATIONS", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus"]
 
 # name -> activation module; the IWAE paper (Burda et al. 2016) uses tanh.
 ACTIVATIONS = {
@@ -33,17 +33,17 @@ def parse_hidden(text):
     return sizes
 
 
-def mlp(sizes, activation="tanh"):
-    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with no activation on the output.
+def plain_mlp(sizes, activation="tanh"):
+    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with no activation on the output,
+    as a plain ``torch.nn.Sequential``.
 
     The network acts on the last dimension, so inputs of shape (S, B, in) give (S, B, out).
     Weights start from Glorot & Bengio's (2010) uniform initialization and biases at zero,
-    as in Burda et al. (2016, appendix C). It is converted to a :class:`~pyro.nn.PyroModule` so that its parameters appear as
-    ``param`` sites in Pyro traces (estimators that call ``backward`` themselves, such as
-    ``TraceGraph_ELBO`` and ``RenyiELBO``, only differentiate when they see such sites).
+    as in Burda et al. (2016, appendix C).
 
     :param sequence sizes: layer widths, at least two.
     :param str activation: a name in :data:`ACTIVATIONS`.
+    :raises ValueError: for fewer than two sizes.
     """
     if len(sizes) < 2:
         raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
@@ -56,7 +56,14 @@ def mlp(sizes, activation="tanh"):
         layers.append(linear)
         if i < len(sizes) - 2:
             layers.append(act())
-    net = nn.Sequential(*layers)
+    return nn.Sequential(*layers)
+
+
+def mlp(sizes, activation="tanh"):
+    """:func:`plain_mlp` converted to a :class:`~pyro.nn.PyroModule`, so that its parameters
+    appear as ``param`` sites in Pyro traces (estimators that call ``backward`` themselves, such
+    as ``RenyiELBO``, only differentiate when they see such sites)."""
+    net = plain_mlp(sizes, activation)
     to_pyro_module_(net)
     return net
 

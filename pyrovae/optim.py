@@ -31,6 +31,16 @@ class Optimizers:
         if local and self.local is not None:
             self.local.step()
 
+    def local_updates(self, loss_fn, steps):
+        """Coordinate ascent (``--local-steps``): ``steps`` updates of the per-example rows
+        alone, each from a fresh gradient of ``loss_fn()``; gradients are cleared afterwards, so
+        the caller's next loss starts from zero."""
+        for _ in range(steps):
+            self.zero_grad(set_to_none=True)
+            loss_fn()
+            self.step(shared=False)
+        self.zero_grad(set_to_none=True)
+
     def state_dict(self):
         return {"shared": self.shared.state_dict() if self.shared else None,
                 "local": self.local.state_dict() if self.local else None}

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pyrovae.inference.marginal import log_weights  # noqa: E402
+from pyrovae.models import guide_discrete_sites  # noqa: E402
 from pyrovae.rundir import METRICS  # noqa: E402
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
@@ -159,7 +160,7 @@ def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0)
     pick = torch.randperm(len(part), generator=gen)[:max_points]
     x = part.x[pick].to(device)
     labels = None if part.y is None else part.y[pick]
-    if set(getattr(model, "discrete_sites", ())) & set(model.latent_sites) or not hasattr(model, "decoder"):
+    if guide_discrete_sites(model) or not hasattr(model, "decoder"):
         # no single Gaussian code to embed and decode (discrete or hierarchical latents)
         return _discrete_model_figures(run_dir, model, data.image_shape, seed)
     means = posterior_means(model, guide, x).cpu()  # (N, D)

@@ -18,22 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ReferenceVAE", "ReferenceM2", "reference_iwae", "plain_mlp"]
+from pyrovae.nets import plain_mlp  # the same networks as pyrovae's, without the PyroModule layer
+
+__all__ = ["ReferenceVAE", "ReferenceM2", "reference_iwae"]
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def plain_mlp(sizes):
-    """tanh MLP with Glorot-uniform weights and zero biases, as :func:`pyrovae.nets.mlp`."""
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        linear = nn.Linear(n_in, n_out)
-        nn.init.xavier_uniform_(linear.weight)
-        nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if i < len(sizes) - 2:
-            layers.append(nn.Tanh())
-    return nn.Sequential(*layers)
 
 
 def _std_normal_log_prob(z):

@@ -116,7 +116,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     :mod:`pyrovae.distributed`): every process returns, and rank 0 alone writes ``out``.
     """
     config.validate()
-    context = setup(config.device)
+    context = setup(resolve_device(config.device))
     device = context.device
     if not context.is_main:
         log = open(os.devnull, "w")
@@ -214,7 +214,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         asked = bool(stop.requested)
         return context.all_sum(float(asked))[0] > 0 if context.parallel else asked
 
-    def step_loss(x, idx, size):
+    def step_loss(x, idx, size):  # with several processes, this one's share of the batch's loss
         return objective(x, idx, size) if context.parallel else objective(x, idx)
 
     completed = start_epoch
@@ -240,12 +240,11 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                     x, idx = x.to(device), idx.to(device)
                     if hasattr(elbo, "set_step"):  # annealed estimators (relaxed): tau at this step
                         elbo.set_step(step)
-                    for _ in range(config.local_steps):  # coordinate ascent: the batch's own rows first
-                        optimizer.zero_grad(set_to_none=True)
-                        step_loss(x, idx, size)
-                        optimizer.step(shared=False)
-                    optimizer.zero_grad(set_to_none=True)
+                    # coordinate ascent: the batch's own rows first (none without --local-steps)
+                    optimizer.local_updates(lambda: step_loss(x, idx, size), config.local_steps)
                     loss = step_loss(x, idx, size)
+                    if context.parallel:  # one collective: the batch's loss, and whether any process was signalled
+                        loss, asked = context.all_sum(loss, float(bool(stop.requested)))
                     step += 1
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -255,7 +254,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
                         )
                     optimizer.step(local=not config.local_steps)  # SVI: joint; coordinate ascent: decoder
                     total += loss * size / num_train  # this batch's share of the epoch's loss
-                    if stop_requested():
+                    if asked if context.parallel else stop.requested:
                         save(LAST, checkpoint(completed, batch=batch, epoch_data_rng=epoch_data_rng,
                                               partial_total=total))
                         stop_here(stop.requested or "signal", f"epoch {epoch + 1}, batch {batch}")

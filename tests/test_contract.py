@@ -17,7 +17,7 @@ from pyrovae.inference.elbos import ELBOS, loss_and_grads
 from pyrovae.inference.guides import guides_for
 from pyrovae.inference.kl import ANALYTIC, ENUMERATED, MONTE_CARLO, kl_terms
 from pyrovae.inference.marginal import iwae
-from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
+from pyrovae.models import LIKELIHOODS, MODELS, PRIORS, guide_discrete_sites
 from pyrovae.optim import make_optimizers
 
 P, D, N, B = 16, 3, 30, 6
@@ -50,7 +50,7 @@ def _cases():
 # estimators that must be refused: no enumerable site for enum; a model whose ELBO needs enum;
 # no gradient for discrete guide sites under meanfield and iwae
 def _refused(model, elbo):
-    discrete_guide = set(getattr(model, "discrete_sites", ())) & set(model.latent_sites)
+    discrete_guide = guide_discrete_sites(model)
     if elbo == "enum":
         return not getattr(model, "enumerable", False)
     if getattr(model, "requires_enum", False):

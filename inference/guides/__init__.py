@@ -48,10 +48,11 @@ def gaussian_params(guide, x):
     :raises ValueError: if the guide's latent site is not Normal-based.
     """
     import pyro.poutine as poutine
+    from pyro.poutine.util import prune_subsample_sites
 
-    trace = poutine.trace(guide).get_trace(x)
+    trace = prune_subsample_sites(poutine.trace(guide).get_trace(x))
     for site in trace.nodes.values():
-        if site["type"] == "sample" and not site["is_observed"] and not type(site["fn"]).__name__ == "_Subsample":
+        if site["type"] == "sample" and not site["is_observed"]:
             base = getattr(site["fn"], "base_dist", site["fn"])
             if hasattr(base, "loc") and hasattr(base, "scale"):
                 return base.loc.detach(), base.scale.detach()
