@@ -4,6 +4,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.inference.elbos import make_elbo
 from pyrovae.inference.guides import guides_for
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
+from pyrovae.nets import traceable_params_
 from pyrovae.registry import lookup
 
 __all__ = ["build_model_and_guide", "build_elbo"]
@@ -11,7 +12,8 @@ __all__ = ["build_model_and_guide", "build_elbo"]
 
 def build_model_and_guide(config, num_pixels, num_data=None):
     """:returns: ``(model, guide)`` for data with ``num_pixels`` pixels and ``num_data``
-    training examples (the size of per-example guides' tables).
+    training examples (the size of per-example guides' tables). Their parameters are
+    :class:`~pyro.nn.PyroParam` s (:func:`~pyrovae.nets.traceable_params_`).
 
     :raises UnknownNameError: for an unknown model, prior, likelihood or guide name (the guide
         names are those that apply to the model).
@@ -33,6 +35,7 @@ def build_model_and_guide(config, num_pixels, num_data=None):
     if config.local_steps and not getattr(guide, "local_tables", ()):
         raise ConfigError(f"--local-steps needs a guide with per-example parameters (per-example), "
                           f"not {config.guide!r}")
+    traceable_params_(model), traceable_params_(guide)  # so that --jit can compile the loss
     return model, guide
 
 

@@ -98,6 +98,8 @@ def _train_parser(sub):
     opt("--seed", type=int, help=f"random seed (default {d.seed})")
     opt("--split-seed", type=int, help=f"seed of the train/valid/test split (default {d.split_seed})")
     opt("--device", help="cpu or cuda (default cpu)")
+    opt("--jit", action="store_const", const=True,
+        help="trace, meanfield: compile the loss with Pyro's JIT ELBO (faster steps; falls back with a warning)")
     opt("--eval-num-samples", type=int,
         help=f"K for the final test log-likelihood; 0 skips it (default {d.eval_num_samples})")
     opt("--out", help="run directory (default runs/DATA-MODEL-GUIDE-ELBO-TIME)")

@@ -49,6 +49,7 @@ class TrainConfig:
     patience: int = 30  # early stopping: epochs without a better validation ELBO
     seed: int = 0
     device: str = "cpu"
+    jit: bool = False  # trace and meanfield: Pyro's JIT-compiled ELBO (see pyrovae.inference.jit)
     # evaluation at the end of training
     eval_num_samples: int = 5000  # K of the IWAE estimate of log p(x) (Burda et al. 2016 use 5000)
 

@@ -1,12 +1,14 @@
 """Neural network building blocks shared by models and guides."""
 
 import torch
+from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyrovae.registry import lookup
 
-__all__ = ["ACTIVATIONS", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus"]
+__all__ = ["ACTIVATIONS", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus",
+           "traceable_params_"]
 
 # name -> activation module; the IWAE paper (Burda et al. 2016) uses tanh.
 ACTIVATIONS = {
@@ -66,6 +68,56 @@ def mlp(sizes, activation="tanh"):
     net = plain_mlp(sizes, activation)
     to_pyro_module_(net)
     return net
+
+
+# layers whose parameters traceable_params_ may reach when they sit inside a PyroModule
+_LAYERS = (nn.Linear, nn.Embedding)
+
+
+def traceable_params_(module):
+    """Make every parameter of ``module``'s PyroModule tree a :class:`~pyro.nn.PyroParam`, in place.
+
+    A ``PyroModule`` reads a plain ``nn.Parameter`` directly and only announces the read as a
+    ``param`` site; it reads a ``PyroParam`` through the ``pyro.param`` effect and computes with
+    the value the effect returns. Pyro's JIT ELBOs (``--jit``, :mod:`pyrovae.inference.jit`)
+    need the latter: they feed parameters to the compiled loss as inputs through that effect.
+    Values, ``requires_grad``, parameter order and ``state_dict`` keys (``weight``, not
+    ``weight_unconstrained``) are unchanged; so are the modules' outputs and gradients.
+
+    ``nn.Linear`` and ``nn.Embedding`` children of PyroModules become PyroModules first; plain
+    ``nn.Module`` children of other types, and their subtrees, are left as they are (the JIT
+    falls back on them, see :class:`~pyrovae.inference.jit.JitLoss`).
+
+    :param PyroModule module: the root, e.g. a model or guide.
+    """
+    names = [n for n, p in module.named_parameters(recurse=False) if not n.endswith("_unconstrained")]
+    for name in names:
+        old = getattr(module, name)
+        setattr(module, name, PyroParam(old.detach().clone()))
+        getattr(module, name + "_unconstrained").requires_grad_(old.requires_grad)
+    if names:
+        module.register_state_dict_post_hook(_public_keys(names))
+        module.register_load_state_dict_pre_hook(_stored_keys(names))
+    for child in module.children():
+        if type(child) in _LAYERS:
+            to_pyro_module_(child, recurse=False)
+        if isinstance(child, PyroModule):
+            traceable_params_(child)
+
+
+def _public_keys(names):
+    def hook(module, state_dict, prefix, local_metadata):
+        for name in names:
+            state_dict[prefix + name] = state_dict.pop(prefix + name + "_unconstrained")
+    return hook
+
+
+def _stored_keys(names):
+    def hook(module, state_dict, prefix, *args):
+        for name in names:
+            if prefix + name in state_dict:
+                state_dict[prefix + name + "_unconstrained"] = state_dict.pop(prefix + name)
+    return hook
 
 
 def inverse_softplus(y):

@@ -15,8 +15,9 @@ with :math:`\alpha` = ``aux_weight`` :math:`\times N`. Every training example en
 import torch
 from torch.nn import functional as F
 
-from pyrovae.errors import DataError
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.inference.jit import JitLoss
 
 __all__ = ["make_objective", "labelled_subset"]
 
@@ -47,11 +48,21 @@ def make_objective(config, model, guide, elbo, train, device):
     """:returns: ``step(x, idx) -> float``: accumulate the gradient of one minibatch's loss
     (full-data scale, nats) and return the loss.
 
+    With ``config.jit`` the loss runs through Pyro's JIT ELBO (:class:`~pyrovae.inference.jit.JitLoss`).
+
     :param train: the training :class:`~pyrovae.data.Split`.
     :raises DataError: for a semi-supervised model on data without labels.
+    :raises ConfigError: for ``jit`` with a semi-supervised model or an estimator without a JIT
+        version (only trace and meanfield have one here).
     """
     num_train = len(train)
-    if not getattr(model, "semi_supervised", False):
+    semi_supervised = getattr(model, "semi_supervised", False)
+    if config.jit and semi_supervised:
+        raise ConfigError(f"--jit compiles unsupervised losses; model {config.model!r} also fits labels: drop --jit")
+    if config.jit:
+        jit_loss = JitLoss(elbo, model, guide)
+        return lambda x, idx: jit_loss(x, idx, num_train)
+    if not semi_supervised:
         return lambda x, idx: loss_and_grads(elbo, model, guide, x, idx, num_train)
     if train.y is None:
         raise DataError(f"model {config.model!r} learns from labels, and this dataset has none; "

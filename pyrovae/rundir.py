@@ -10,7 +10,7 @@ __all__ = ["CONFIG", "LAST", "BEST", "METRICS", "prepare_run_dir", "RESUMABLE"]
 
 CONFIG, LAST, BEST, METRICS = "config.json", "last.pt", "best.pt", "metrics.jsonl"
 # options a resumed run may change: they do not alter what was already computed
-RESUMABLE = ("epochs", "patience", "eval_num_samples", "device")
+RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit")
 
 
 def prepare_run_dir(out, config, resume=False, overwrite=False, **record):

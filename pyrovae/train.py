@@ -130,6 +130,9 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     elbo = build_elbo(config, model)
     if context.parallel:
         check_data_parallel(model, elbo)
+        if config.jit:
+            raise ConfigError("--jit compiles the loss of one process; under torchrun DistributedDataParallel "
+                              "runs Pyro's ELBO module itself: drop --jit")
     objective = make_objective(config, model, guide, elbo, data.train, device)  # checks labels
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
