@@ -1,0 +1,219 @@
+"""``--jit``: Pyro's compiled ELBOs give the plain estimators' losses and gradients, exactly on the
+same draws; at the exact posterior of probabilistic PCA the loss is -log p(x) with no noise;
+compilation is per batch shape, leaves the global parameter store and the random state alone,
+and falls back with a warning where tracing fails."""
+
+import os
+import warnings
+
+import pyro
+import pytest
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyrovae.build import build_elbo, build_model_and_guide
+from pyrovae.checkpoint import load_checkpoint
+from pyrovae.config import TrainConfig
+from pyrovae.errors import ConfigError
+from pyrovae.inference.elbos import loss_and_grads, make_elbo
+from pyrovae.inference.guides import GUIDES, guides_for
+from pyrovae.inference.jit import JitLoss
+from pyrovae.models import PRIORS
+from pyrovae.nets import mlp, plain_mlp, traceable_params_
+from pyrovae.objective import make_objective
+from pyrovae.train import train
+from exact import make_ppca
+
+P, D, N = 12, 3, 20
+# guides that cannot be traced although their parameters are traceable, and why
+UNTRACEABLE_GUIDES = {"semi-amortized": "its refinement steps optimize new leaf tensors inside the guide"}
+
+
+def _pair(elbo="trace", guide="amortized", prior="standard-normal"):
+    config = TrainConfig(latent_dim=D, hidden=(8,), elbo=elbo, guide=guide, prior=prior)
+    torch.manual_seed(0)
+    model, guide = build_model_and_guide(config, P, N)
+    model.initialize_from_data(torch.bernoulli(torch.full((N, P), 0.4)))
+    return model, guide, build_elbo(config, model)
+
+
+def _loss_and_grads(fn, model, guide, seed):
+    """``fn()``'s loss and the dense gradients it leaves, starting from zero, on draws from ``seed``."""
+    params = list(model.parameters()) + list(guide.parameters())
+    for p in params:
+        p.grad = None
+    torch.manual_seed(seed)
+    loss = fn()
+    return loss, [torch.zeros_like(p) if p.grad is None else p.grad.to_dense().clone() for p in params]
+
+
+def _assert_same(a, b):
+    assert a[0] == pytest.approx(b[0], rel=1e-6)
+    for ga, gb in zip(a[1], b[1]):
+        assert torch.allclose(ga, gb, rtol=1e-5, atol=1e-6)
+
+
+def _all_params_in_pyro_modules(*roots):
+    """Whether every parameter sits in a PyroModule, so traceable_params_ reached it (Pyro's
+    transforms, e.g. the flow prior's and IAF's autoregressive networks, are plain modules)."""
+    return all(isinstance(m, PyroModule) for root in roots for m in root.modules()
+               if next(m.parameters(recurse=False), None) is not None)
+
+
+def _batch(size=5, seed=3):
+    x = torch.bernoulli(torch.full((size, P), 0.4), generator=torch.Generator().manual_seed(seed))
+    return x, torch.arange(size)
+
+
+@pytest.mark.parametrize("guide", sorted(guides_for("vae")))
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_jit_equals_the_plain_estimator_on_the_same_draws(elbo, guide):
+    """Every registered guide of the VAE: the compiled loss and gradients, first call (which
+    compiles) and later calls, equal the plain ELBO's on the same random draws. Guides that
+    cannot be traced run the plain ELBO after a warning, and still agree."""
+    model, guide_, plain = _pair(elbo, guide)
+    jit = JitLoss(plain, model, guide_)
+    x, idx = _batch()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in (1, 2):
+            _assert_same(_loss_and_grads(lambda: jit(x, idx, N), model, guide_, seed),
+                         _loss_and_grads(lambda: loss_and_grads(plain, model, guide_, x, idx, N), model, guide_, seed))
+    assert (jit.fallback is None) == (not [w for w in caught if "could not compile" in str(w.message)])
+    if _all_params_in_pyro_modules(model, guide_) and guide not in UNTRACEABLE_GUIDES:
+        assert jit.fallback is None and len(jit.compiled) == 1, jit.fallback
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_jit_compiles_every_prior(prior):
+    model, guide, plain = _pair(prior=prior)
+    jit = JitLoss(plain, model, guide)
+    x, idx = _batch()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _assert_same(_loss_and_grads(lambda: jit(x, idx, N), model, guide, 4),
+                     _loss_and_grads(lambda: loss_and_grads(plain, model, guide, x, idx, N), model, guide, 4))
+    assert (jit.fallback is None) == _all_params_in_pyro_modules(model, guide), jit.fallback
+    assert len(caught) == (jit.fallback is not None)
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_jit_loss_at_the_exact_posterior_is_minus_log_marginal(elbo):
+    """Probabilistic PCA with the guide at p(z|x): log p(x,z) - log q(z|x) = log p(x) for every
+    z, so each compiled loss is exactly -N/B sum_i log p(x_i) (meanfield: the KL in closed form
+    is KL(p(z|x) || p(z)), and the identity holds in expectation; one draw is within noise)."""
+    ppca = make_ppca()
+    guide = ppca.guide_at()
+    traceable_params_(ppca.model), traceable_params_(guide)
+    x = ppca.x[:8]
+    jit = JitLoss(make_elbo(elbo), ppca.model, guide)
+    expected = -ppca.log_marginal(x).sum().item() * len(ppca.x) / len(x)
+    losses = [jit(x, torch.arange(8), len(ppca.x)) for _ in range(3)]
+    assert jit.fallback is None
+    if elbo == "trace":
+        assert losses == pytest.approx([expected] * 3, rel=1e-5)
+    else:
+        assert sum(losses) / 3 == pytest.approx(expected, rel=0.05)
+
+
+def test_jit_compiles_once_per_batch_shape_and_keeps_the_random_state():
+    model, guide, plain = _pair()
+    jit = JitLoss(plain, model, guide)
+    torch.manual_seed(7)
+    for size in (5, 5, 2, 5, 2):
+        x, idx = _batch(size)
+        jit(x, idx, N)
+    after_jit = torch.rand(3)
+    torch.manual_seed(7)
+    for size in (5, 5, 2, 5, 2):
+        x, idx = _batch(size)
+        loss_and_grads(plain, model, guide, x, idx, N)
+    assert torch.equal(after_jit, torch.rand(3))  # compiling drew nothing from the training stream
+    assert sorted(jit.compiled) == [((2, P), N), ((5, P), N)]
+    x, idx = _batch(2)  # a short batch's scale N/B is its own, not the first shape's
+    _assert_same(_loss_and_grads(lambda: jit(x, idx, N), model, guide, 5),
+                 _loss_and_grads(lambda: loss_and_grads(plain, model, guide, x, idx, N), model, guide, 5))
+
+
+def test_jit_leaves_the_global_param_store_alone():
+    pyro.clear_param_store()
+    mine = pyro.param("someone_elses", torch.ones(2))
+    model, guide, plain = _pair()
+    jit = JitLoss(plain, model, guide)
+    x, idx = _batch()
+    jit(x, idx, N), jit(x, idx, N)
+    store = pyro.get_param_store()
+    assert list(store.keys()) == ["someone_elses"] and store["someone_elses"] is mine
+    assert set(jit.store["params"]) >= {"encoder.0.weight", "decoder.0.weight"}
+    # the private store holds the modules' own tensors, so the optimizer's parameters get the gradients
+    assert jit.store["params"]["encoder.0.weight"] is guide.encoder[0].weight
+    pyro.clear_param_store()
+
+
+def test_jit_falls_back_with_one_warning_where_tracing_fails():
+    """A guide whose encoder weights are plain nn.Parameters (built without traceable_params_):
+    the tracer finds a tensor that requires grad outside its inputs."""
+    model, _, plain = _pair()
+    guide = GUIDES["amortized"](model, hidden=(8,))
+    jit = JitLoss(plain, model, guide)
+    x, idx = _batch()
+    with pytest.warns(RuntimeWarning, match="could not compile .*training continues with Trace_ELBO"):
+        first = _loss_and_grads(lambda: jit(x, idx, N), model, guide, 6)
+    _assert_same(first, _loss_and_grads(lambda: loss_and_grads(plain, model, guide, x, idx, N), model, guide, 6))
+    assert jit.fallback.startswith(("RuntimeError", "AssertionError"))  # the tracer's or Pyro's JIT's complaint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jit(x, idx, N)  # no second warning
+
+
+@pytest.mark.parametrize("elbo", ["tracegraph", "iwae"])
+def test_jit_refuses_estimators_without_a_jit_version(elbo):
+    model, guide, _ = _pair()
+    with pytest.raises(ConfigError, match="--jit compiles the trace and meanfield"):
+        JitLoss(make_elbo(elbo, num_particles=2), model, guide)
+
+
+def test_jit_refuses_semi_supervised_models():
+    config = TrainConfig(model="m2", elbo="enum", latent_dim=D, hidden=(8,), jit=True)
+    model, guide = build_model_and_guide(config, P, N)
+    split = type("Split", (), {"__len__": lambda self: N, "y": torch.arange(N) % 10, "x": torch.zeros(N, P)})()
+    with pytest.raises(ConfigError, match="--jit compiles unsupervised losses"):
+        make_objective(config, model, guide, build_elbo(config, model), split, "cpu")
+
+
+def test_traceable_params_keep_values_keys_and_outputs():
+    torch.manual_seed(0)
+    net = mlp([4, 5, 3])
+    plain = plain_mlp([4, 5, 3])
+    plain.load_state_dict(net.state_dict())
+    net[0].bias.requires_grad_(False)
+    traceable_params_(net), traceable_params_(net)  # twice: the second finds nothing left to convert
+    assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [n for n, _ in net.named_parameters()] == [
+        "0.weight_unconstrained", "0.bias_unconstrained", "2.weight_unconstrained", "2.bias_unconstrained"]
+    assert not net[0].bias.requires_grad and net[0].weight.requires_grad
+    z = torch.randn(6, 4)
+    assert torch.equal(net(z), plain(z))
+    plain.load_state_dict(net.state_dict())  # both directions, old checkpoints' keys included
+    with torch.no_grad():
+        plain[2].bias.fill_(0.5)
+    net.load_state_dict(plain.state_dict())
+    assert torch.equal(net[2].bias, torch.full((3,), 0.5))
+    assert isinstance(net[0], nn.Linear)
+
+
+def test_training_with_jit_is_training_without_it(tmp_path):
+    """Same seed, same draws: the runs end with identical parameters, and --jit may be switched
+    on when resuming."""
+    ends = []
+    for jit in (False, True):
+        out = str(tmp_path / f"jit{jit}")
+        train(TrainConfig(hidden=(16,), latent_dim=3, epochs=2, batch_size=128, eval_num_samples=0, jit=jit),
+              out, progress=False)
+        ends.append(load_checkpoint(os.path.join(out, "last.pt")))
+    for part in ("model", "guide"):
+        for key in ends[0][part]:
+            assert torch.allclose(ends[0][part][key], ends[1][part][key], atol=1e-6), key
+    train(TrainConfig(hidden=(16,), latent_dim=3, epochs=3, batch_size=128, eval_num_samples=0, jit=True),
+          str(tmp_path / "jitFalse"), resume=True, progress=False)
