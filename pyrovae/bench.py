@@ -4,8 +4,9 @@ measured in one process.
 Three groups, each with its reference (ratio 1) from :mod:`pyrovae.reference`:
 
 * **VAE training step**: the IWAE paper's 784-200-200-50 tanh VAE, Bernoulli decoder, batch
-  100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, and the plain
-  ``SVI`` + ``pyro.optim`` loop as Pyro's own examples write it.
+  100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, with and without
+  ``--jit`` (Pyro's compiled ELBO, :mod:`pyrovae.inference.jit`), and the plain ``SVI`` +
+  ``pyro.optim`` loop as Pyro's own examples write it.
 * **M2 training step**: the unlabelled objective, the class summed over 10 values: ``enum``
   (``TraceEnum_ELBO``) against a hand-written batched sum over classes.
 * **IWAE evaluation**: per-datapoint log p(x) with K importance samples, chunked to at most
@@ -17,6 +18,7 @@ median over repeats of its block time over the reference's block time in the sam
 The data are random binary images (the timings do not depend on pixel values).
 """
 
+import functools
 import json
 import statistics
 import time
@@ -29,6 +31,7 @@ from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
 from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.inference.jit import JitLoss
 from pyrovae.inference.marginal import iwae
 from pyrovae.memory import peak_memory
 from pyrovae.optim import make_optimizers
@@ -39,13 +42,16 @@ __all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
 P, BATCH, NUM_DATA = 784, 100, 10000
 
-# label -> pyrovae options (guide, elbo, local_steps); None: Pyro's SVI + pyro.optim loop
+# label -> pyrovae's training options (TrainConfig keywords); None: Pyro's SVI + pyro.optim loop
 VAE_ROWS = {
-    "pyrovae: amortized, trace": ("amortized", "trace", 0),
-    "pyrovae: amortized, meanfield": ("amortized", "meanfield", 0),
-    "pyrovae: per-example, trace": ("per-example", "trace", 0),
-    "pyrovae: per-example, trace, --local-steps 1": ("per-example", "trace", 1),
-    "pyrovae: semi-amortized (5 refinement steps), trace": ("semi-amortized", "trace", 0),
+    "pyrovae: amortized, trace": dict(guide="amortized", elbo="trace"),
+    "pyrovae: amortized, trace, --jit": dict(guide="amortized", elbo="trace", jit=True),
+    "pyrovae: amortized, meanfield": dict(guide="amortized", elbo="meanfield"),
+    "pyrovae: amortized, meanfield, --jit": dict(guide="amortized", elbo="meanfield", jit=True),
+    "pyrovae: per-example, trace": dict(guide="per-example", elbo="trace"),
+    "pyrovae: per-example, trace, --jit": dict(guide="per-example", elbo="trace", jit=True),
+    "pyrovae: per-example, trace, --local-steps 1": dict(guide="per-example", elbo="trace", local_steps=1),
+    "pyrovae: semi-amortized (5 refinement steps), trace": dict(guide="semi-amortized", elbo="trace"),
     "Pyro SVI + pyro.optim.Adam, Trace_ELBO (Pyro's examples)": None,
 }
 
@@ -81,15 +87,16 @@ def _pyrovae_step(config, x, device):
     model, guide = build_model_and_guide(config, P, NUM_DATA)
     model.initialize_from_data(x)
     model.to(device), guide.to(device)
-    elbo = build_elbo(config, model)
+    elbo = build_elbo(config, model)  # the unlabelled loss for m2, as its bench row says
+    loss = JitLoss(elbo, model, guide) if config.jit else functools.partial(loss_and_grads, elbo, model, guide)
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
     feed = _feed(x, device)
 
     def step():
         xb, idx = next(feed)
         with pyro.validation_enabled(False):  # as in the training loop: checks ran before the first step
-            optimizer.local_updates(lambda: loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA), config.local_steps)
-            loss_and_grads(elbo, model, guide, xb, idx, NUM_DATA)
+            optimizer.local_updates(lambda: loss(xb, idx, NUM_DATA), config.local_steps)
+            loss(xb, idx, NUM_DATA)
         optimizer.step(local=not config.local_steps)
 
     return step
@@ -162,7 +169,7 @@ def _time_iwae(x, num_samples, max_rows, device):
     return rows
 
 
-def run_bench(steps=50, warmup=20, repeats=5, iwae_examples=None, num_samples=5000, max_rows=20000,
+def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
               device="cpu", rows=None, out=None, progress=print):
     """Run the three groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
 
@@ -183,8 +190,7 @@ def run_bench(steps=50, warmup=20, repeats=5, iwae_examples=None, num_samples=50
         if options is None:
             vae_steps[label] = _svi_step(x, device)
         else:
-            guide, elbo, local_steps = options
-            vae_steps[label] = _pyrovae_step(TrainConfig(guide=guide, elbo=elbo, local_steps=local_steps), x, device)
+            vae_steps[label] = _pyrovae_step(TrainConfig(**options), x, device)
     results["VAE training step"] = _time_round_robin(vae_steps, steps, warmup, repeats, device)
     progress("timing M2 training steps ...")
     m2_steps = {"reference: hand-written PyTorch M2 (sum over 10 classes)": _reference_step(ReferenceM2(), x, device),

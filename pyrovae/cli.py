@@ -179,7 +179,7 @@ def _bench_parser(sub):
                        description="Benchmark against hand-written PyTorch references (see pyrovae.bench).")
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps per row first (default 20)")
-    p.add_argument("--repeats", type=int, default=5, help="timed blocks per row; medians are reported (default 5)")
+    p.add_argument("--repeats", type=int, default=10, help="timed blocks per row; medians are reported (default 10)")
     p.add_argument("--iwae-examples", type=int, help="examples in the IWAE evaluation (default 100 on CPU, "
                    "10,000 on CUDA)")
     p.add_argument("--num-samples", type=int, default=5000, help="K of the IWAE evaluation (default 5000)")
