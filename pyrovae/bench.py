@@ -18,7 +18,6 @@ median over repeats of its block time over the reference's block time in the sam
 The data are random binary images (the timings do not depend on pixel values).
 """
 
-import functools
 import json
 import statistics
 import time
@@ -30,10 +29,9 @@ from pyro.infer import SVI, Trace_ELBO
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
-from pyrovae.inference.elbos import loss_and_grads
-from pyrovae.inference.jit import JitLoss
 from pyrovae.inference.marginal import iwae
 from pyrovae.memory import peak_memory
+from pyrovae.objective import unsupervised_loss
 from pyrovae.optim import make_optimizers
 from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.train import resolve_device
@@ -88,7 +86,7 @@ def _pyrovae_step(config, x, device):
     model.initialize_from_data(x)
     model.to(device), guide.to(device)
     elbo = build_elbo(config, model)  # the unlabelled loss for m2, as its bench row says
-    loss = JitLoss(elbo, model, guide) if config.jit else functools.partial(loss_and_grads, elbo, model, guide)
+    loss = unsupervised_loss(config, model, guide, elbo)
     optimizer = make_optimizers([model, guide], config.lr, config.local_lr)
     feed = _feed(x, device)
 

@@ -12,6 +12,8 @@ with :math:`\alpha` = ``aux_weight`` :math:`\times N`. Every training example en
 :math:`\mathcal{U}` (its label unused); each step also draws a minibatch of the labelled subset.
 """
 
+import functools
+
 import torch
 from torch.nn import functional as F
 
@@ -19,7 +21,7 @@ from pyrovae.errors import ConfigError, DataError
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.jit import JitLoss
 
-__all__ = ["make_objective", "labelled_subset"]
+__all__ = ["make_objective", "unsupervised_loss", "labelled_subset"]
 
 
 def labelled_subset(labels, num_labels, num_classes, seed):
@@ -44,6 +46,18 @@ def labelled_subset(labels, num_labels, num_classes, seed):
     return torch.cat(picks).sort().values
 
 
+def unsupervised_loss(config, model, guide, elbo):
+    """:returns: ``loss(x, idx, num_data) -> float``, the ELBO estimator's loss with its gradient
+    accumulated: :func:`~pyrovae.inference.elbos.loss_and_grads`, or with ``config.jit`` Pyro's
+    compiled ELBO (:class:`~pyrovae.inference.jit.JitLoss`).
+
+    :raises ConfigError: for ``jit`` with an estimator without a JIT version.
+    """
+    if config.jit:
+        return JitLoss(elbo, model, guide)
+    return functools.partial(loss_and_grads, elbo, model, guide)
+
+
 def make_objective(config, model, guide, elbo, train, device):
     """:returns: ``step(x, idx) -> float``: accumulate the gradient of one minibatch's loss
     (full-data scale, nats) and return the loss.
@@ -59,11 +73,9 @@ def make_objective(config, model, guide, elbo, train, device):
     semi_supervised = getattr(model, "semi_supervised", False)
     if config.jit and semi_supervised:
         raise ConfigError(f"--jit compiles unsupervised losses; model {config.model!r} also fits labels: drop --jit")
-    if config.jit:
-        jit_loss = JitLoss(elbo, model, guide)
-        return lambda x, idx: jit_loss(x, idx, num_train)
     if not semi_supervised:
-        return lambda x, idx: loss_and_grads(elbo, model, guide, x, idx, num_train)
+        loss = unsupervised_loss(config, model, guide, elbo)
+        return lambda x, idx: loss(x, idx, num_train)
     if train.y is None:
         raise DataError(f"model {config.model!r} learns from labels, and this dataset has none; "
                         "use --data digits, mnist or fashion-mnist")
