@@ -26,7 +26,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 
 from pyrovae.errors import ConfigError
 from pyrovae.inference.relax import Relaxed_ELBO
-from pyrovae.registry import lookup
+from pyrovae.registry import Registry, lookup
 
 __all__ = ["ELBOS", "make_elbo", "loss_and_grads", "Enumerated_ELBO", "local_elbo"]
 
@@ -40,14 +40,14 @@ class Enumerated_ELBO(TraceEnum_ELBO):
 
 
 # name -> Pyro ELBO class (keyword options are added by make_elbo)
-ELBOS = {
+ELBOS = Registry("ELBO", "pyrovae.elbos", {
     "trace": Trace_ELBO,
     "meanfield": TraceMeanField_ELBO,
     "tracegraph": TraceGraph_ELBO,
     "enum": Enumerated_ELBO,
     "iwae": RenyiELBO,  # alpha=0
     "relaxed": Relaxed_ELBO,  # temperature options from make_elbo's keyword arguments
-}
+})
 
 
 def local_elbo(model, **kwargs):

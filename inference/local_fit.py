@@ -13,20 +13,21 @@ from contextlib import contextmanager
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.inference.elbos import local_elbo
 from pyrovae.models.plates import data_plate
 from pyrovae.nets import inverse_softplus
+from pyrovae.local import LocalModule
+from pyrovae.local import local_params
 
 __all__ = ["LocalGaussian", "fit_local", "fit_guide", "frozen"]
 
 MIN_SCALE = 1e-4
 
 
-class LocalGaussian(PyroModule):
+class LocalGaussian(LocalModule):
     """q(z_i) = N(loc_i, diag(scale_i^2)) for the B rows of one batch; the model's signature.
 
     :param torch.Tensor loc: initial locations, shape (B, D).
@@ -62,6 +63,7 @@ def frozen(*modules):
             p.requires_grad_(True)
 
 
+@local_params()
 def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0, record_at=()):
     """Fit per-example Gaussians to ``x`` (B, P) with ``model`` frozen.
 

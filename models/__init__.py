@@ -21,17 +21,18 @@ from pyrovae.models.m2 import M2
 from pyrovae.models.mixture_vae import MixtureVAE
 from pyrovae.models.priors import PRIORS
 from pyrovae.models.vae import VAE
+from pyrovae.registry import Registry
 
 __all__ = ["MODELS", "PRIORS", "LIKELIHOODS", "VAE", "guide_discrete_sites"]
 
-MODELS = {
+MODELS = Registry("model", "pyrovae.models", {
     "vae": VAE,  # one Gaussian latent layer, MLP decoder (Kingma & Welling 2014)
     "m2": M2,  # semi-supervised: class y (enumerated or sampled) and z (Kingma et al. 2014)
     "mixture-vae": MixtureVAE,  # Gaussian-mixture prior, component summed by enumeration
     "bernoulli-vae": BernoulliVAE,  # binary latents, sigmoid belief network (Mnih & Gregor 2014)
     "categorical-vae": CategoricalVAE,  # N one-hot K-way latents (Jang et al. 2017)
     "hvae": HierarchicalVAE,  # two Gaussian layers, z2 (D) -> z1 (2D) -> x (Burda et al. 2016)
-}
+})
 
 
 def guide_discrete_sites(model):

@@ -6,15 +6,17 @@ Yin & Zhou 2019 (ARM, arXiv:1807.11143)."""
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
+from pyrovae.models.module import GenerativeModel
 
 __all__ = ["BernoulliVAE", "FactorizedBernoulli"]
 
 
-class FactorizedBernoulli(PyroModule):
+class FactorizedBernoulli(LocalModule):
     """p(z) = prod_d Bernoulli(sigmoid(b_d)) with learned logits b (D,), starting at 0."""
 
     def __init__(self, latent_dim):
@@ -26,7 +28,7 @@ class FactorizedBernoulli(PyroModule):
         return dist.Bernoulli(logits=self.logits).to_event(1)
 
 
-class BernoulliVAE(PyroModule):
+class BernoulliVAE(GenerativeModel):
     """z ~ p(z) (D binary units), x | z ~ likelihood(decoder(z)); sites ``"z"`` and ``"x"``.
 
     Shapes: x (B, P); z (B, D) of 0/1 floats (in [0, 1] when relaxed).
@@ -43,20 +45,17 @@ class BernoulliVAE(PyroModule):
     enumerable = False
     owns_prior = True
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(), activation="tanh", num_classes=None):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(), activation="tanh", num_classes=None, nets=None,
+                 decoder=None):
         super().__init__()
         self.latent_dim = latent_dim
         self.num_pixels = likelihood.num_pixels
         self.prior = FactorizedBernoulli(latent_dim)
         self.likelihood = likelihood
-        self.decoder = mlp([latent_dim, *hidden, likelihood.num_outputs], activation)
+        nets = default_nets(nets, likelihood.num_pixels, hidden, activation)
+        self.decoder = decoder if decoder is not None else nets.decoder(latent_dim, likelihood.num_outputs)
 
-    @torch.no_grad()
-    def initialize_from_data(self, x):
-        """Start the decoder's output bias at the data's mean (as :class:`~pyrovae.models.vae.VAE`)."""
-        self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
-
-    def forward(self, x, idx=None, num_data=None, mask=None):
+    def forward(self, x=None, idx=None, num_data=None, mask=None):
         with data_plate(x, idx, num_data):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z), mask), obs=x)

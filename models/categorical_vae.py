@@ -7,17 +7,17 @@ import math
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import broadcast_cat, mlp
+from pyrovae.nets import broadcast_cat, default_nets
+from pyrovae.models.module import GenerativeModel
 
 __all__ = ["CategoricalVAE", "MAX_ENUMERATED"]
 
 MAX_ENUMERATED = 1000  # the most joint configurations K^N that are summed out by enumeration
 
 
-class CategoricalVAE(PyroModule):
+class CategoricalVAE(GenerativeModel):
     """Sites ``"y0" .. "y{N-1}"`` (one-hot, each (B, K), or enumerated (K, 1, ..., K)) and ``"x"``.
 
     Where K^N <= :data:`MAX_ENUMERATED` (one or two 10-way latents) the model is ``enumerable``:
@@ -32,7 +32,8 @@ class CategoricalVAE(PyroModule):
     max_plate_nesting = 1
     owns_prior = True
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10,
+                 nets=None, decoder=None):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.num_pixels = likelihood.num_pixels
@@ -40,14 +41,12 @@ class CategoricalVAE(PyroModule):
         self.discrete_sites = self.latent_sites = tuple(f"y{n}" for n in range(latent_dim))
         self.enumerable = latent_dim * math.log(num_classes) <= math.log(MAX_ENUMERATED) + 1e-9
         self.register_buffer("class_logits", torch.zeros(num_classes))
-        self.decoder = mlp([latent_dim * num_classes, *hidden, likelihood.num_outputs], activation)
+        nets = default_nets(nets, likelihood.num_pixels, hidden, activation)
+        if decoder is None:  # p(x | y) reads the N one-hot codes side by side
+            decoder = nets.decoder(latent_dim * num_classes, likelihood.num_outputs)
+        self.decoder = decoder
 
-    @torch.no_grad()
-    def initialize_from_data(self, x):
-        """Start the decoder's output bias at the data's mean (as :class:`~pyrovae.models.vae.VAE`)."""
-        self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
-
-    def forward(self, x, idx=None, num_data=None, mask=None):
+    def forward(self, x=None, idx=None, num_data=None, mask=None):
         with data_plate(x, idx, num_data):
             codes = [pyro.sample(name, dist.OneHotCategorical(logits=self.class_logits)) for name in self.latent_sites]
             pyro.sample("x", self.likelihood(self.decoder(broadcast_cat(*codes)), mask), obs=x)

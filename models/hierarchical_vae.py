@@ -11,11 +11,12 @@ other way: q(z1 | x) q(z2 | z1).
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch.nn import functional as F
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets, mlp, set_output_bias
+from pyrovae.local import LocalModule
+from pyrovae.models.module import GenerativeModel
 
 __all__ = ["HierarchicalVAE", "GaussianLayer", "layer_widths"]
 
@@ -26,23 +27,23 @@ def layer_widths(latent_dim, hidden):
     return 2 * latent_dim, tuple(max(1, h // 2) for h in hidden)
 
 
-class GaussianLayer(PyroModule):
+class GaussianLayer(LocalModule):
     """u (..., I) -> Normal(loc(u), softplus(raw(u)) + min_scale) with event shape (O,), both
-    halves of one MLP ``[I, *hidden, 2 O]``."""
+    halves of one MLP ``[I, *hidden, 2 O]``, or of ``net`` when given."""
 
     min_scale = 1e-4
 
-    def __init__(self, inputs, hidden, outputs, activation):
+    def __init__(self, inputs, hidden, outputs, activation, net=None):
         super().__init__()
         self.outputs = outputs
-        self.net = mlp([inputs, *hidden, 2 * outputs], activation)
+        self.net = net if net is not None else mlp([inputs, *hidden, 2 * outputs], activation)
 
     def forward(self, u):
         loc, raw = self.net(u).split(self.outputs, dim=-1)
         return dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
 
 
-class HierarchicalVAE(PyroModule):
+class HierarchicalVAE(GenerativeModel):
     """z2 ~ N(0, I), z1 | z2 ~ N(mu(z2), sigma(z2)), x | z1 ~ likelihood(decoder(z1)).
 
     Shapes: x (B, P); z1 (B, 2D); z2 (B, D), with (S, ...) in front under a particle plate.
@@ -57,7 +58,8 @@ class HierarchicalVAE(PyroModule):
     owns_prior = True
     mean_field = False  # its guide draws z2 given z1: analytic KL terms per site would be biased
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=None):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=None,
+                 nets=None, decoder=None):
         super().__init__()
         bottom, middle = layer_widths(latent_dim, hidden)
         self.latent_dim, self.bottom_dim = latent_dim, bottom
@@ -66,7 +68,8 @@ class HierarchicalVAE(PyroModule):
         self.register_buffer("top_loc", torch.zeros(latent_dim))
         self.register_buffer("top_scale", torch.ones(latent_dim))
         self.conditional = GaussianLayer(latent_dim, middle, bottom, activation)  # p(z1 | z2)
-        self.x_decoder = mlp([bottom, *hidden, likelihood.num_outputs], activation)  # p(x | z1)
+        nets = default_nets(nets, likelihood.num_pixels, hidden, activation)
+        self.x_decoder = decoder if decoder is not None else nets.decoder(bottom, likelihood.num_outputs)  # p(x | z1)
 
     def top_prior(self):
         return dist.Normal(self.top_loc, self.top_scale).to_event(1)
@@ -74,16 +77,20 @@ class HierarchicalVAE(PyroModule):
     @torch.no_grad()
     def initialize_from_data(self, x):
         """Start p(x | z1) at the data's mean pixel values (as :class:`~pyrovae.models.vae.VAE`)."""
-        self.x_decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
+        set_output_bias(self.x_decoder, self.likelihood.output_for_mean(x.mean(0)))
 
-    def forward(self, x, idx=None, num_data=None, mask=None):
+    def forward(self, x=None, idx=None, num_data=None, mask=None):
         with data_plate(x, idx, num_data):
             z2 = pyro.sample("z2", self.top_prior())
             z1 = pyro.sample("z1", self.conditional(z2))
             pyro.sample("x", self.likelihood(self.x_decoder(z1), mask), obs=x)
 
+    def decode_mean(self, z1):
+        """E[x | z1] for z1 (..., 2D): (..., P)."""
+        return self.likelihood(self.x_decoder(z1)).mean
+
     @torch.no_grad()
     def sample_means(self, num):
         """E[x | z1] for ``num`` ancestral draws z2 ~ p(z2), z1 ~ p(z1 | z2): (num, P)."""
         z1 = self.conditional(self.top_prior().sample((num,))).sample()
-        return self.likelihood(self.x_decoder(z1)).mean
+        return self.decode_mean(z1)

@@ -12,6 +12,8 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from pyrovae.errors import DataError
+from pyrovae.registry import Registry
+from pyrovae.local import LocalModule
 
 __all__ = ["BernoulliLikelihood", "GaussianLikelihood", "LIKELIHOODS"]
 
@@ -36,7 +38,7 @@ class BernoulliPixels(dist.Independent):
         return -terms.sum(-1)
 
 
-class BernoulliLikelihood(PyroModule):
+class BernoulliLikelihood(LocalModule):
     """x_p ~ Bernoulli(sigmoid(logits_p)) independently over the P pixels; x in {0, 1}^P.
 
     :param int num_pixels: P.
@@ -70,7 +72,7 @@ class BernoulliLikelihood(PyroModule):
             )
 
 
-class GaussianLikelihood(PyroModule):
+class GaussianLikelihood(LocalModule):
     """x_p ~ Normal(loc_p, sigma_p) independently over pixels, for continuous data.
 
     :param int num_pixels: P.
@@ -103,7 +105,7 @@ class GaussianLikelihood(PyroModule):
 
 
 # name -> constructor(num_pixels)
-LIKELIHOODS = {
+LIKELIHOODS = Registry("likelihood", "pyrovae.likelihoods", {
     "bernoulli": BernoulliLikelihood,  # binary pixels (binarized MNIST, digits)
     "gaussian": GaussianLikelihood,  # continuous pixels, learned per-pixel noise
-}
+})

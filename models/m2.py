@@ -8,7 +8,7 @@ from pyro import distributions as dist
 
 from pyrovae.models.plates import data_plate
 from pyrovae.models.vae import VAE
-from pyrovae.nets import broadcast_cat, mlp
+from pyrovae.nets import broadcast_cat, default_nets
 
 __all__ = ["M2"]
 
@@ -30,10 +30,13 @@ class M2(VAE):
     latent_sites = ("y", "z")
     semi_supervised = True
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10):
-        super().__init__(prior, likelihood, latent_dim, hidden, activation)
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10,
+                 nets=None, decoder=None):
+        nets = default_nets(nets, likelihood.num_pixels, hidden, activation)
+        if decoder is None:  # p(x | y, z) reads [z, y]
+            decoder = nets.decoder(latent_dim + num_classes, likelihood.num_outputs)
+        super().__init__(prior, likelihood, latent_dim, hidden, activation, decoder=decoder)
         self.num_classes = num_classes
-        self.decoder = mlp([latent_dim + num_classes, *hidden, likelihood.num_outputs], activation)
         self.register_buffer("class_logits", torch.zeros(num_classes))  # a uniform p(y), as in Kingma et al.
 
     samples_title = "samples E[x | y, z]: column = class y, row = z ~ p(z)"
@@ -45,7 +48,7 @@ class M2(VAE):
         z = self.prior().sample((num,))
         return self.likelihood(self.decoder(torch.cat([z, y.to(z.device)], -1))).mean
 
-    def forward(self, x, idx=None, num_data=None, mask=None, y=None):
+    def forward(self, x=None, idx=None, num_data=None, mask=None, y=None):
         """:param y: one-hot labels (B, C) for a labelled batch, or None to treat y as latent."""
         with data_plate(x, idx, num_data):
             y = pyro.sample("y", dist.OneHotCategorical(logits=self.class_logits), obs=y)

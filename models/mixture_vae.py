@@ -31,13 +31,14 @@ class MixtureVAE(VAE):
     requires_enum = True
     owns_prior = True
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=10,
+                 nets=None, decoder=None):
         if not isinstance(prior, MixtureOfGaussians):
             prior = MixtureOfGaussians(latent_dim, num_classes)
-        super().__init__(prior, likelihood, latent_dim, hidden, activation)
+        super().__init__(prior, likelihood, latent_dim, hidden, activation, nets=nets, decoder=decoder)
         self.num_classes = prior.num_components
 
-    def forward(self, x, idx=None, num_data=None, mask=None):
+    def forward(self, x=None, idx=None, num_data=None, mask=None):
         with data_plate(x, idx, num_data):
             c = pyro.sample("c", self.prior.mixing(), infer={"enumerate": "parallel"})
             z = pyro.sample("z", self.prior.component(c))

@@ -19,13 +19,20 @@ DATA_PLATE = "data"
 def data_plate(x, idx=None, num_data=None):
     """Return ``pyro.plate("data", ...)`` for the batch ``x`` of shape (B, P).
 
-    :param torch.Tensor x: the batch, shape (B, P).
+    :param torch.Tensor x: the batch, shape (B, P); or None when the model samples x (prior
+        predictive), and then B is ``len(idx)``, or ``num_data`` without ``idx``.
     :param torch.Tensor idx: indices of the batch in the dataset, shape (B,), or None.
     :param int num_data: size of the dataset ``idx`` indexes; defaults to B.
     :raises ConfigError: if ``idx`` does not have one index per row of ``x``, or
-        ``num_data`` differs from B without ``idx``.
+        ``num_data`` differs from B without ``idx``, or neither gives B for ``x=None``.
     """
-    batch = x.shape[0]
+    if x is None:
+        if idx is None and num_data is None:
+            raise ConfigError("without data, the model needs the number of examples to draw: call it as "
+                              "model(None, num_data=B)")
+        batch = num_data if idx is None else len(idx)
+    else:
+        batch = x.shape[0]
     if idx is None:
         if num_data not in (None, batch):
             raise ConfigError(f"num_data={num_data} needs idx, the batch's indices into the dataset")

@@ -6,16 +6,15 @@ arXiv:1312.6114).
 """
 
 import pyro
-import torch
-from pyro.nn import PyroModule
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets
+from pyrovae.models.module import GenerativeModel
 
 __all__ = ["VAE"]
 
 
-class VAE(PyroModule):
+class VAE(GenerativeModel):
     """Generative model z ~ p(z), x | z ~ likelihood(decoder(z)), one latent site ``"z"``.
 
     Shapes: x (B, P); z (B, D), or (S, B, D) under a particle plate; decoder output
@@ -27,31 +26,30 @@ class VAE(PyroModule):
     :param tuple hidden: decoder hidden layer widths; ``()`` gives a linear decoder.
     :param str activation: hidden-layer activation.
     :param num_classes: unused (no discrete latents); accepted like every model's.
+    :param nets: the network family that builds the decoder (default: an MLP with ``hidden``;
+        see :data:`pyrovae.nets.NETS`).
+    :param decoder: the decoder itself, any module (..., D) -> (..., likelihood.num_outputs);
+        overrides ``nets``.
     """
 
     max_plate_nesting = 1  # the data plate
     latent_sites = ("z",)
 
-    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=None):
+    def __init__(self, prior, likelihood, latent_dim, hidden=(200, 200), activation="tanh", num_classes=None,
+                 nets=None, decoder=None):
         super().__init__()
         self.latent_dim = latent_dim
         self.num_pixels = likelihood.num_pixels
         self.prior = prior
         self.likelihood = likelihood
-        self.decoder = mlp([latent_dim, *hidden, likelihood.num_outputs], activation)
+        nets = default_nets(nets, likelihood.num_pixels, hidden, activation)
+        self.decoder = decoder if decoder is not None else nets.decoder(latent_dim, likelihood.num_outputs)
 
-    @torch.no_grad()
-    def initialize_from_data(self, x):
-        """Set the decoder's output bias so that p(x | z) starts at the data's mean pixel
-        values: x (N, P), training data. Speeds early training; done once, before the first step."""
-        self.decoder[-1].bias.copy_(self.likelihood.output_for_mean(x.mean(0)))
-        if hasattr(self.prior, "initialize_from_data"):
-            self.prior.initialize_from_data(x)
+    def forward(self, x=None, idx=None, num_data=None, mask=None):
+        """Run the model on a batch, or draw one from p(x, z) when ``x`` is None.
 
-    def forward(self, x, idx=None, num_data=None, mask=None):
-        """Run the model on a batch.
-
-        :param torch.Tensor x: observations, shape (B, P).
+        :param torch.Tensor x: observations, shape (B, P); None samples them (then ``num_data``,
+            or ``idx``, gives B).
         :param torch.Tensor idx: the batch's indices in the dataset, shape (B,), or None.
         :param int num_data: dataset size, for full-data scaling of minibatch ELBOs.
         :param torch.Tensor mask: optional bool (B, P): only pixels marked True are observed

@@ -4,14 +4,10 @@ Models live in :mod:`pyrovae.models`, guides and estimators in
 :mod:`pyrovae.inference`; this package holds the glue (data, training,
 checkpoints, evaluation, CLI).
 
-Importing pyrovae sets Pyro's ``module_local_params`` setting: every
-:class:`~pyro.nn.PyroModule` keeps its parameters to itself instead of in
-Pyro's global parameter store, so models and guides behave like ordinary
-``torch.nn.Module`` s and train with any ``torch.optim`` optimizer.
+Importing pyrovae changes no Pyro setting and no global state. pyrovae's own modules
+keep their parameters to themselves whatever Pyro's ``module_local_params`` setting
+(:class:`pyrovae.local.LocalModule`), so they train with any ``torch.optim`` optimizer,
+and with stock ``SVI`` + ``pyro.optim`` too.
 """
-
-import pyro
-
-pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"

@@ -35,6 +35,7 @@ from pyrovae.objective import unsupervised_loss
 from pyrovae.optim import make_optimizers
 from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.train import resolve_device
+from pyrovae.local import isolated
 
 __all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
@@ -167,6 +168,7 @@ def _time_iwae(x, num_samples, max_rows, device):
     return rows
 
 
+@isolated
 def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
               device="cpu", rows=None, out=None, progress=print):
     """Run the three groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.

@@ -1,35 +1,56 @@
 """Build a model and guide from a :class:`~pyrovae.config.TrainConfig` through the registries."""
 
 from pyrovae.errors import ConfigError
-from pyrovae.inference.elbos import make_elbo
+from pyrovae.inference.elbos import ELBOS, make_elbo
 from pyrovae.inference.guides import guides_for
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
-from pyrovae.nets import traceable_params_
-from pyrovae.registry import lookup
+from pyrovae.nets import NETS, traceable_params_
+from pyrovae.registry import check_options, construct, lookup
 
 __all__ = ["build_model_and_guide", "build_elbo"]
 
 
-def build_model_and_guide(config, num_pixels, num_data=None):
-    """:returns: ``(model, guide)`` for data with ``num_pixels`` pixels and ``num_data``
-    training examples (the size of per-example guides' tables). Their parameters are
-    :class:`~pyro.nn.PyroParam` s (:func:`~pyrovae.nets.traceable_params_`).
+def build_model_and_guide(config, num_pixels, num_data=None, image_shape=None):
+    """:returns: ``(model, guide)`` for data with ``num_pixels`` pixels of ``image_shape``
+    ((H, W), or None) and ``num_data`` training examples (the size of per-example guides'
+    tables). Their parameters are :class:`~pyro.nn.PyroParam` s
+    (:func:`~pyrovae.nets.traceable_params_`).
 
-    :raises UnknownNameError: for an unknown model, prior, likelihood or guide name (the guide
-        names are those that apply to the model).
-    :raises ConfigError: for ``--prior`` with a model that owns its prior, a prior that needs an
-        encoder with a guide without one, or ``--local-steps`` with a guide without per-example
-        parameters.
+    Each component is resolved by name (a registry name, an entry point or an import string,
+    see :mod:`pyrovae.registry`) and built with the fixed arguments below plus its
+    ``config.<kind>_options``:
+
+    * likelihood: ``Likelihood(num_pixels, **options)``
+    * network family: ``Family(num_pixels, image_shape, hidden, activation, **options)``
+    * prior: ``Prior(latent_dim, **options)``
+    * model: ``Model(prior, likelihood, latent_dim, hidden, activation, num_classes=, nets=, **options)``
+    * guide: ``Guide(model, hidden, activation, num_data, nets=, **options)``
+
+    (``nets=`` and ``num_classes=`` only where the constructor takes them).
+
+    :raises UnknownNameError: for an unknown model, prior, likelihood, network or guide name (the
+        guide names are those that apply to the model).
+    :raises PluginError: for an import string or entry point that does not load.
+    :raises ConfigError: for an unknown or ill-typed option, ``--prior`` with a model that owns its
+        prior, a prior that needs an encoder with a guide without one, or ``--local-steps`` with a
+        guide without per-example parameters.
     """
-    likelihood = lookup(LIKELIHOODS, config.likelihood, "likelihood")(num_pixels)
+    likelihood = construct(LIKELIHOODS, config.likelihood, "likelihood", num_pixels,
+                           options=config.likelihood_options, fixed=("num_pixels",))
+    nets = construct(NETS, config.net, "net", num_pixels, image_shape, config.hidden, config.activation,
+                     options=config.net_options, fixed=("num_pixels", "image_shape", "hidden", "activation"))
     model_cls = lookup(MODELS, config.model, "model")
     if getattr(model_cls, "owns_prior", False) and config.prior != "standard-normal":
         raise ConfigError(f"model {config.model!r} has its own prior; drop --prior {config.prior}")
-    prior = lookup(PRIORS, config.prior, "prior")(config.latent_dim)
-    guide_cls = lookup(guides_for(config.model), config.guide, f"guide for model {config.model!r}")
-    model = model_cls(prior, likelihood, config.latent_dim, config.hidden, config.activation,
-                      num_classes=config.num_classes)
-    guide = guide_cls(model, config.hidden, config.activation, num_data)
+    prior = construct(PRIORS, config.prior, "prior", config.latent_dim, options=config.prior_options,
+                      fixed=("latent_dim",))
+    model = construct(MODELS, config.model, "model", prior, likelihood, config.latent_dim, config.hidden,
+                      config.activation, options=config.model_options,
+                      fixed=("prior", "likelihood", "latent_dim", "hidden", "activation"),
+                      num_classes=config.num_classes, nets=nets)
+    guide = construct(guides_for(config.model), config.guide, f"guide for model {config.model!r}", model,
+                      config.hidden, config.activation, num_data, options=config.guide_options,
+                      fixed=("model", "hidden", "activation", "num_data"), nets=nets)
     if hasattr(prior, "attach"):  # priors made from the guide's encoder (VampPrior)
         prior.attach(guide, num_pixels)
     if config.local_steps and not getattr(guide, "local_tables", ()):
@@ -46,11 +67,14 @@ def build_elbo(config, model):
         estimator with a model whose ELBO needs enumeration.
     :raises UnknownNameError: for an unknown ELBO name.
     """
+    check_options(lookup(ELBOS, config.elbo, "ELBO"), config.elbo_options, "elbo", config.elbo,
+                  fixed=("num_particles", "vectorize_particles", "max_plate_nesting"))
     options = {}
     if config.elbo == "relaxed":
         options = dict(temperature=config.temperature, temperature_min=config.temperature_min,
                        anneal_rate=config.anneal_rate, straight_through=config.straight_through)
-    elbo = make_elbo(config.elbo, config.num_particles, model.max_plate_nesting, **options)
+    elbo = make_elbo(config.elbo, config.num_particles, model.max_plate_nesting, **options,
+                     **config.elbo_options)
     discrete = getattr(model, "discrete_sites", ())
     if config.elbo == "enum" and not (discrete and getattr(model, "enumerable", False)):
         raise ConfigError(

@@ -15,13 +15,15 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES
 from pyrovae.nets import parse_hidden
+from pyrovae.local import local_params
+from pyrovae.registry import absolute_import_string
 from pyrovae.rundir import CONFIG
 
 __all__ = ["main"]
 
 DEFAULTS = TrainConfig()
 # the options of compare-estimators that describe a fresh model
-FRESH_OPTIONS = ("data", "data_dir", "model", "prior", "likelihood", "guide", "latent_dim", "hidden", "activation",
+FRESH_OPTIONS = ("data", "data_dir", "model", "prior", "likelihood", "guide", "net", "latent_dim", "hidden", "activation",
                  "num_classes", "lr", "split_seed")
 
 
@@ -41,6 +43,46 @@ def _floats(text):
         return tuple(float(t) for t in _names(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _option_value(text):
+    """``16`` -> 16, ``0.5`` -> 0.5, ``true`` -> True, ``16,32`` or ``[16,32]`` -> [16, 32], else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    if "," in text:
+        return [_option_value(t.strip()) for t in text.split(",") if t.strip()]
+    return text
+
+
+def _options(text):
+    """``KEY=VALUE`` -> {KEY: VALUE} (see :func:`_option_value`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. num_components=100), got {text!r}")
+    return {key.strip(): _option_value(value.strip())}
+
+
+class _MergeOptions(argparse.Action):
+    """``--prior-options a=1 b=2 --prior-options c=3`` -> {"a": 1, "b": 2, "c": 3}."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        merged = dict(getattr(namespace, self.dest) or {})
+        for item in values:
+            merged.update(item)
+        setattr(namespace, self.dest, merged)
+
+
+COMPONENTS = ("model", "prior", "likelihood", "guide", "net", "elbo")
+
+
+def _component_options(opt):
+    """``--KIND-options KEY=VALUE ...`` for every component kind."""
+    for kind in COMPONENTS:
+        opt(f"--{kind}-options", type=_options, nargs="+", action=_MergeOptions, metavar="KEY=VALUE",
+            help=f"keyword options of the {kind}'s constructor, e.g. --prior-options num_components=100 "
+                 "(values: numbers, true/false, lists as 16,32; checked against the constructor)")
 
 
 def _hidden(text):
@@ -69,11 +111,14 @@ def _train_parser(sub):
     d = DEFAULTS
     opt("--data", help=f"digits, binarized-mnist, mnist, fashion-mnist, or a .npy/.npz path (default {d.data})")
     opt("--data-dir", help="folder holding the data files of binarized-mnist, mnist, fashion-mnist")
-    opt("--model", help=f"model name (default {d.model})")
-    opt("--prior", help=f"prior name (default {d.prior})")
-    opt("--likelihood", help=f"bernoulli or gaussian (default {d.likelihood})")
-    opt("--guide", help=f"guide name (default {d.guide})")
-    opt("--elbo", help=f"trace, meanfield, tracegraph, enum, iwae or relaxed (default {d.elbo})")
+    plugin = "; or an import string module:Name or path/to/file.py:Name"
+    opt("--model", help=f"model name (default {d.model}){plugin}")
+    opt("--prior", help=f"prior name (default {d.prior}){plugin}")
+    opt("--likelihood", help=f"bernoulli or gaussian (default {d.likelihood}){plugin}")
+    opt("--guide", help=f"guide name (default {d.guide}){plugin}")
+    opt("--elbo", help=f"trace, meanfield, tracegraph, enum, iwae or relaxed (default {d.elbo}){plugin}")
+    opt("--net", help=f"network family of encoder and decoder: mlp or conv (default {d.net}){plugin}")
+    _component_options(opt)
     opt("--num-particles", type=int, help=f"samples per datapoint per step, K for iwae (default {d.num_particles})")
     opt("--latent-dim", type=int, help=f"latent dimension D (default {d.latent_dim})")
     opt("--hidden", type=_hidden, help="hidden layer widths of encoder and decoder (default 200,200)")
@@ -246,6 +291,9 @@ def config_from_args(args):
         given["data_dir"] = _absolute(given["data_dir"])
     if given.get("data", "").endswith((".npy", ".npz")):
         given["data"] = _absolute(given["data"])
+    for kind in COMPONENTS:  # a plugin file is found from any working directory
+        if kind in given:
+            given[kind] = absolute_import_string(given[kind])
     base = DEFAULTS
     if args.resume:
         if args.out is None:
@@ -482,7 +530,8 @@ COMMANDS = {"bench": cmd_bench, "compare-estimators": cmd_compare_estimators, "t
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with local_params():
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
     except PyrovaeError as err:

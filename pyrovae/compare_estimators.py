@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.build import build_elbo, build_model_and_guide
+from pyrovae.registry import lookup
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.data import load_dataset
 from pyrovae.equal_time import train_for
@@ -46,6 +47,7 @@ from pyrovae.inference.gradients import bias_norm, draw_gradients, parameter_gro
 from pyrovae.memory import peak_memory
 from pyrovae.models import LIKELIHOODS
 from pyrovae.run import load_run
+from pyrovae.local import isolated
 
 __all__ = ["compare_estimators", "EstimatorComparison", "Z_CRITICAL"]
 
@@ -66,10 +68,10 @@ def _setup(run_dir, config, checkpoint, device):
         config, model, guide, _, data = load_run(run_dir, checkpoint, device)
         return config, model, guide, data
     config.validate()
-    data = load_dataset(config.data, config.data_dir, binary=LIKELIHOODS[config.likelihood].binary,
+    data = load_dataset(config.data, config.data_dir, binary=lookup(LIKELIHOODS, config.likelihood, "likelihood").binary,
                         split_seed=config.split_seed)
     torch.manual_seed(config.seed)
-    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
+    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train), data.image_shape)
     model.initialize_from_data(data.train.x)
     return config, model.to(device), guide.to(device), data
 
@@ -142,6 +144,7 @@ def _bias_checks(specs, moments, refs, report):
     return checks
 
 
+@isolated
 def compare_estimators(run_dir=None, config=None, out=None, estimators=None, temperatures=DEFAULT_TEMPERATURES,
                        num_draws=200, warmup=20, batch_size=100, split="train", seed=0, checkpoint="best",
                        train_seconds=0.0, device="cpu", overwrite=False, progress=None):

@@ -3,7 +3,7 @@
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyrovae.errors import ConfigError
 
@@ -26,6 +26,14 @@ class TrainConfig:
     likelihood: str = "bernoulli"  # binary images
     guide: str = "amortized"
     elbo: str = "trace"  # reparameterization gradients, the standard VAE estimator
+    net: str = "mlp"  # network family of encoder and decoder (pyrovae.nets.NETS)
+    # keyword options of each component's constructor, e.g. {"num_components": 100} for the prior
+    model_options: dict = field(default_factory=dict)
+    prior_options: dict = field(default_factory=dict)
+    likelihood_options: dict = field(default_factory=dict)
+    guide_options: dict = field(default_factory=dict)
+    net_options: dict = field(default_factory=dict)
+    elbo_options: dict = field(default_factory=dict)  # keyword arguments of the ELBO class
     num_particles: int = 1  # samples per datapoint per step (K for iwae)
     # architecture: the IWAE paper's 784-200-200-50 tanh network (Burda et al. 2016, app. C)
     latent_dim: int = 50

@@ -32,14 +32,16 @@ import torch  # noqa: E402
 from pyrovae.inference.marginal import log_weights  # noqa: E402
 from pyrovae.models import guide_discrete_sites  # noqa: E402
 from pyrovae.rundir import METRICS  # noqa: E402
+from pyrovae.local import local_params  # noqa: E402
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
 
 
 @torch.no_grad()
 def decode_mean(model, z):
-    """E[x | z] for z (..., D): the likelihood's mean at the decoder output, shape (..., P)."""
-    return model.likelihood(model.decoder(z)).mean
+    """E[x | z] for z (..., D): the model's ``decode_mean`` (the likelihood's mean at the decoder
+    output, whatever the network), shape (..., P)."""
+    return model.decode_mean(z)
 
 
 def posterior_means(model, guide, x):
@@ -138,7 +140,7 @@ def _discrete_model_figures(run_dir, model, shape, seed):
     """Curves, and 100 samples E[x | latents] from the model's ``sample_means`` (for M2, one
     column per class)."""
     written = [p for p in (_curves(run_dir, os.path.join(run_dir, "curves.png")),) if p]
-    if shape is not None:
+    if shape is not None and hasattr(model, "sample_means"):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             images = model.sample_means(100).cpu()
@@ -147,6 +149,7 @@ def _discrete_model_figures(run_dir, model, shape, seed):
     return written
 
 
+@local_params()
 def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0):
     """Write the figures listed in the module doc into ``run_dir``.
 
@@ -160,7 +163,7 @@ def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0)
     pick = torch.randperm(len(part), generator=gen)[:max_points]
     x = part.x[pick].to(device)
     labels = None if part.y is None else part.y[pick]
-    if guide_discrete_sites(model) or not hasattr(model, "decoder"):
+    if guide_discrete_sites(model) or not (hasattr(model, "decode_mean") and hasattr(model, "prior")):
         # no single Gaussian code to embed and decode (discrete or hierarchical latents)
         return _discrete_model_figures(run_dir, model, data.image_shape, seed)
     means = posterior_means(model, guide, x).cpu()  # (N, D)

@@ -11,7 +11,9 @@ from pyrovae.config import TrainConfig
 from pyrovae.data import load_dataset
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.models import LIKELIHOODS
+from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, CONFIG, LAST
+from pyrovae.local import local_params
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -24,6 +26,7 @@ class LoadedRun(NamedTuple):
     data: object  #: the run's :class:`~pyrovae.data.Dataset`
 
 
+@local_params()
 def load_run(run_dir, checkpoint="best", device="cpu", data=None):
     """Rebuild a run from ``config.json`` and ``best.pt`` or ``last.pt``.
 
@@ -40,9 +43,9 @@ def load_run(run_dir, checkpoint="best", device="cpu", data=None):
     config = TrainConfig.load(os.path.join(run_dir, CONFIG))
     state = load_checkpoint(os.path.join(run_dir, names[checkpoint]), map_location=device)
     if data is None:
-        binary = LIKELIHOODS[config.likelihood].binary
+        binary = lookup(LIKELIHOODS, config.likelihood, "likelihood").binary
         data = load_dataset(config.data, config.data_dir, binary=binary, split_seed=config.split_seed)
-    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train))
+    model, guide = build_model_and_guide(config, data.num_pixels, len(data.train), data.image_shape)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])

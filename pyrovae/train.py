@@ -35,6 +35,7 @@ from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
 from pyrovae.signals import GracefulStop
+from pyrovae.local import isolated
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
 
@@ -97,6 +98,7 @@ def _truncate_metrics(path, last_epoch):
         f.writelines(keep)
 
 
+@isolated
 def train(config, out, resume=False, overwrite=False, progress=None, log=sys.stderr):
     """Train ``config``'s model and guide; save the run in ``out``.
 
@@ -126,7 +128,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(data.train)} training examples")
     seed_everything(config.seed)  # before building: initial weights follow --seed
     num_train = len(data.train)
-    model, guide = build_model_and_guide(config, data.num_pixels, context.shard_size(num_train))
+    model, guide = build_model_and_guide(config, data.num_pixels, context.shard_size(num_train), data.image_shape)
     elbo = build_elbo(config, model)
     if context.parallel:
         check_data_parallel(model, elbo)

@@ -16,3 +16,13 @@ def tiny_run(tmp_path_factory):
         return out
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_param_store():
+    """Each test starts with an empty global Pyro parameter store, as Pyro's own tests do: the
+    decaying-average baselines that ``TraceGraph_ELBO`` keeps there are shaped by the batch."""
+    import pyro
+
+    pyro.clear_param_store()
+    yield

@@ -94,8 +94,10 @@ def test_jit_compiles_every_prior(prior):
         warnings.simplefilter("always")
         _assert_same(_loss_and_grads(lambda: jit(x, idx, N), model, guide, 4),
                      _loss_and_grads(lambda: loss_and_grads(plain, model, guide, x, idx, N), model, guide, 4))
-    assert (jit.fallback is None) == _all_params_in_pyro_modules(model, guide), jit.fallback
-    assert len(caught) == (jit.fallback is not None)
+    # every prior compiles: parameters of plain nn.Modules (the flow's Pyro transforms) reach the
+    # compiled loss as inputs through their param sites (pyrovae.local.mark_unconstrained_)
+    assert jit.fallback is None, jit.fallback
+    assert len(caught) == 0
 
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])

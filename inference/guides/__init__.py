@@ -14,25 +14,26 @@ from pyrovae.inference.guides.iaf import IAFGuide
 from pyrovae.inference.guides.m2 import M2Guide
 from pyrovae.inference.guides.per_example import PerExampleGuide
 from pyrovae.inference.guides.semi_amortized import SemiAmortizedGuide
+from pyrovae.registry import Registry
 
 __all__ = ["GUIDES", "MODEL_GUIDES", "guides_for", "gaussian_params"]
 
 # name -> constructor(model, hidden, activation, num_data)
-GUIDES = {
+GUIDES = Registry("guide", "pyrovae.guides", {
     "amortized": AmortizedGuide,  # MLP encoder -> diagonal Gaussian
     "per-example": PerExampleGuide,  # a diagonal Gaussian per training example, sparse updates
     "semi-amortized": SemiAmortizedGuide,  # encoder + differentiable refinement (SA-VAE)
     "full-covariance": FullCovarianceGuide,  # MLP encoder -> N(mu, L L^T)
     "low-rank": LowRankGuide,  # MLP encoder -> N(mu, W W^T + diag), rank 2
     "iaf": IAFGuide,  # diagonal Gaussian + 2 conditional affine autoregressive steps
-}
+})
 
 # model name -> its own guide table, for models whose latents are not one Gaussian site
 MODEL_GUIDES = {
-    "m2": {"amortized": M2Guide},  # q(y | x) q(z | x, y)
-    "bernoulli-vae": {"amortized": BernoulliGuide},  # factorized Bernoulli encoder
-    "categorical-vae": {"amortized": CategoricalGuide},  # mean-field categorical encoder
-    "hvae": {"amortized": HierarchicalGuide},  # q(z1 | x) q(z2 | z1)
+    "m2": Registry("guide", "pyrovae.guides", {"amortized": M2Guide}),  # q(y | x) q(z | x, y)
+    "bernoulli-vae": Registry("guide", "pyrovae.guides", {"amortized": BernoulliGuide}),  # factorized Bernoulli encoder
+    "categorical-vae": Registry("guide", "pyrovae.guides", {"amortized": CategoricalGuide}),  # mean-field categorical encoder
+    "hvae": Registry("guide", "pyrovae.guides", {"amortized": HierarchicalGuide}),  # q(z1 | x) q(z2 | z1)
 }
 
 

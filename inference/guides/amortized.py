@@ -2,16 +2,16 @@
 
 import pyro
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch.nn import functional as F
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["AmortizedGuide"]
 
 
-class AmortizedGuide(PyroModule):
+class AmortizedGuide(LocalModule):
     """q(z | x) = N(mu(x), diag(sigma(x)^2)), with mu and sigma from one MLP encoder
     (Kingma & Welling 2014, arXiv:1312.6114, section 2.4).
 
@@ -22,14 +22,18 @@ class AmortizedGuide(PyroModule):
     :param tuple hidden: encoder hidden layer widths; ``()`` gives a linear encoder.
     :param str activation: hidden-layer activation.
     :param num_data: unused (the encoder serves any number of examples).
+    :param nets: the network family that builds the encoder (default: MLPs with ``hidden``).
+    :param encoder: the encoder itself, any module (..., P) -> (..., 2D) (loc, then the scale's
+        softplus pre-image); overrides ``nets``.
     """
 
     min_scale = 1e-4
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None):
         super().__init__()
         self.latent_dim = model.latent_dim
-        self.encoder = mlp([model.num_pixels, *hidden, 2 * model.latent_dim], activation)
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(2 * model.latent_dim)
 
     def encode(self, x):
         """:param x: shape (..., P). :returns: ``(loc, scale)``, each of shape (..., D)."""

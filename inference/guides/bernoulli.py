@@ -2,16 +2,16 @@
 
 import pyro
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 
 from pyrovae.inference.guides.baselines import baseline_net, nvil_baseline
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["BernoulliGuide"]
 
 
-class BernoulliGuide(PyroModule):
+class BernoulliGuide(LocalModule):
     """A factorized Bernoulli encoder, (B, P) -> logits (B, D), with NVIL baselines on its site
     (Mnih & Gregor 2014, arXiv:1402.0030).
 
@@ -19,9 +19,10 @@ class BernoulliGuide(PyroModule):
     :param tuple hidden: encoder hidden widths; ``()`` is the linear encoder.
     """
 
-    def __init__(self, model, hidden=(), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(), activation="tanh", num_data=None, nets=None, encoder=None):
         super().__init__()
-        self.encoder = mlp([model.num_pixels, *hidden, model.latent_dim], activation)
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(model.latent_dim)
         self.baseline = baseline_net(model.num_pixels)
 
     def forward(self, x, idx=None, num_data=None, mask=None):

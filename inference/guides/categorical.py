@@ -2,25 +2,26 @@
 
 import pyro
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 
 from pyrovae.inference.guides.baselines import baseline_net, nvil_baseline
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["CategoricalGuide"]
 
 
-class CategoricalGuide(PyroModule):
+class CategoricalGuide(LocalModule):
     """One encoder (B, P) -> logits (B, N, K); each site ``y{n}`` gets NVIL baselines.
 
     :param model: a :class:`~pyrovae.models.categorical_vae.CategoricalVAE`.
     """
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None):
         super().__init__()
         self.sites, self.num_classes = model.latent_sites, model.num_classes
-        self.encoder = mlp([model.num_pixels, *hidden, len(self.sites) * model.num_classes], activation)
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(len(self.sites) * model.num_classes)
         self.baseline = baseline_net(model.num_pixels)
 
     def forward(self, x, idx=None, num_data=None, mask=None):

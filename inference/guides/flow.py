@@ -10,15 +10,15 @@ import pyro
 import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.models.plates import data_plate
+from pyrovae.local import LocalModule
 
 __all__ = ["FlowGuide"]
 
 
-class FlowGuide(PyroModule):
+class FlowGuide(LocalModule):
     """Spline-flow q(z_i); ``loc`` and ``scale`` (B, D) set the final affine map (start: an
     encoder's output, or zeros and ones)."""
 

@@ -3,16 +3,17 @@
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch.nn import functional as F
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.errors import ConfigError
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["FullCovarianceGuide", "LowRankGuide"]
 
 
-class FullCovarianceGuide(PyroModule):
+class FullCovarianceGuide(LocalModule):
     """q(z | x) = N(mu(x), L(x) L(x)^T) with L lower triangular: a softplus-positive diagonal
     (plus ``min_scale``) and a free strict lower triangle, all from one MLP encoder.
 
@@ -24,12 +25,13 @@ class FullCovarianceGuide(PyroModule):
 
     min_scale = 1e-4
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None):
         super().__init__()
         D = self.latent_dim = model.latent_dim
         self.register_buffer("rows", torch.tril_indices(D, D)[0], persistent=False)
         self.register_buffer("cols", torch.tril_indices(D, D)[1], persistent=False)
-        self.encoder = mlp([model.num_pixels, *hidden, D + D * (D + 1) // 2], activation)
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(D + D * (D + 1) // 2)
 
     def distribution(self, x):
         """q(z | x) with batch shape (B,) and event shape (D,)."""
@@ -54,12 +56,15 @@ class LowRankGuide(FullCovarianceGuide):
     :param int rank: r, the columns of W.
     """
 
-    rank = 2
-
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
-        PyroModule.__init__(self)
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None,
+                 rank=2):
+        LocalModule.__init__(self)
+        if rank < 1:
+            raise ConfigError(f"--guide-options rank must be a positive integer, got {rank}")
         D = self.latent_dim = model.latent_dim
-        self.encoder = mlp([model.num_pixels, *hidden, 2 * D + D * self.rank], activation)
+        self.rank = rank
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(2 * D + D * rank)
 
     def distribution(self, x):
         D = self.latent_dim

@@ -4,17 +4,18 @@ import pyro
 import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
-from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import mlp
+from pyrovae.errors import ConfigError
+from pyrovae.nets import default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["IAFGuide"]
 
 
-class IAFGuide(PyroModule):
+class IAFGuide(LocalModule):
     """q(z | x): z_0 = mu(x) + sigma(x) eps, then ``num_flows`` affine autoregressive steps
     z_t = m_t(z_{t-1}, h(x)) + s_t(z_{t-1}, h(x)) z_{t-1}, conditioned on a context h(x) from the
     same encoder, with reversals between steps (Kingma, Salimans, Jozefowicz, Chen, Sutskever &
@@ -26,16 +27,20 @@ class IAFGuide(PyroModule):
     """
 
     min_scale = 1e-4
-    num_flows = 2
-    context_dim = 50
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None,
+                 num_flows=2, context_dim=50):
         super().__init__()
+        if num_flows < 1 or context_dim < 1:
+            raise ConfigError(f"--guide-options num_flows and context_dim must be positive, got {num_flows} and "
+                              f"{context_dim}")
         D = self.latent_dim = model.latent_dim
+        self.num_flows, self.context_dim = num_flows, context_dim
         width = hidden[-1] if hidden else 2 * D
-        self.encoder = mlp([model.num_pixels, *hidden, 2 * D + self.context_dim], activation)
-        self.flows = nn.ModuleList([T.conditional_affine_autoregressive(D, self.context_dim, hidden_dims=[width])
-                                    for _ in range(self.num_flows)])
+        nets = default_nets(nets, model.num_pixels, hidden, activation)
+        self.encoder = encoder if encoder is not None else nets.encoder(2 * D + context_dim)
+        self.flows = nn.ModuleList([T.conditional_affine_autoregressive(D, context_dim, hidden_dims=[width])
+                                    for _ in range(num_flows)])
         self.register_buffer("reverse", torch.arange(D - 1, -1, -1), persistent=False)
 
     def distribution(self, x):

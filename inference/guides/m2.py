@@ -2,17 +2,17 @@
 
 import pyro
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch.nn import functional as F
 
 from pyrovae.inference.guides.baselines import baseline_net, nvil_baseline
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import broadcast_cat, mlp
+from pyrovae.nets import broadcast_cat, default_nets
+from pyrovae.local import LocalModule
 
 __all__ = ["M2Guide"]
 
 
-class M2Guide(PyroModule):
+class M2Guide(LocalModule):
     """A classifier q(y | x) = Cat(softmax(g(x))) and a Gaussian encoder q(z | x, y) that reads
     [x, y] broadcast together, so an enumerated y of shape (C, 1, C) gives z of shape (C, B, D).
 
@@ -25,12 +25,14 @@ class M2Guide(PyroModule):
 
     min_scale = 1e-4
 
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None,
+                 classifier=None):
         super().__init__()
         P, C, D = model.num_pixels, model.num_classes, model.latent_dim
         self.latent_dim = D
-        self.classifier = mlp([P, *hidden, C], activation)
-        self.encoder = mlp([P + C, *hidden, 2 * D], activation)
+        nets = default_nets(nets, P, hidden, activation)
+        self.classifier = classifier if classifier is not None else nets.encoder(C)  # (..., P) -> (..., C)
+        self.encoder = encoder if encoder is not None else nets.encoder(2 * D, extra_features=C)  # [x, y]
         self.baseline = baseline_net(P)
 
     def classify(self, x):

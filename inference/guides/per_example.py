@@ -14,18 +14,18 @@ and D = 50 that is 20 MB and 40 MB in float32. A step touches B rows, never the 
 import pyro
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.errors import ConfigError
 from pyrovae.models.plates import data_plate
 from pyrovae.nets import inverse_softplus
+from pyrovae.local import LocalModule
 
 __all__ = ["PerExampleGuide"]
 
 
-class PerExampleGuide(PyroModule):
+class PerExampleGuide(LocalModule):
     """q(z_i) with one row of (loc, scale) per training example; starts at the prior N(0, I).
 
     :param model: the model; its ``latent_dim`` (D) fixes the table width.

@@ -2,13 +2,14 @@
 
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch.distributions import constraints
+from pyrovae.local import LocalModule
 
 __all__ = ["LearnedDiagonal"]
 
 
-class LearnedDiagonal(PyroModule):
+class LearnedDiagonal(LocalModule):
     """p(z) = N(mu, diag(sigma^2)) with mu and sigma learned by the ELBO (empirical Bayes on the
     prior's location and scale); starts at N(0, I), so it begins as the standard prior.
 

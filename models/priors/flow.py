@@ -3,13 +3,13 @@
 import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
-from pyro.nn import PyroModule
 from torch import nn
+from pyrovae.local import LocalModule
 
 __all__ = ["FlowPrior"]
 
 
-class FlowPrior(PyroModule):
+class FlowPrior(LocalModule):
     """p(z) = N(u; 0, I) |det du/dz| with u = f(z), f two affine autoregressive layers with a
     reversal between them (a masked autoregressive flow, Papamakarios et al. 2017,
     arXiv:1705.07057; ``pyro.distributions.transforms.affine_autoregressive``).

@@ -2,12 +2,12 @@
 
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
+from pyrovae.local import LocalModule
 
 __all__ = ["Laplace"]
 
 
-class Laplace(PyroModule):
+class Laplace(LocalModule):
     """p(z) = prod_d (1/2) exp(-|z_d|). KL terms are Monte Carlo (no closed form with a Gaussian q).
 
     :param int latent_dim: D.

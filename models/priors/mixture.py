@@ -2,13 +2,14 @@
 
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch.distributions import constraints
+from pyrovae.local import LocalModule
 
 __all__ = ["MixtureOfGaussians"]
 
 
-class MixtureOfGaussians(PyroModule):
+class MixtureOfGaussians(LocalModule):
     """p(z) = sum_c pi_c N(mu_c, diag(sigma_c^2)) with learned weights, means and scales
     (the Gaussian-mixture prior of Dilokthanakul et al. 2016, arXiv:1611.02648, and
     Jiang et al. 2017, arXiv:1611.05148).

@@ -2,12 +2,12 @@
 
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule
+from pyrovae.local import LocalModule
 
 __all__ = ["StandardNormal"]
 
 
-class StandardNormal(PyroModule):
+class StandardNormal(LocalModule):
     """p(z) = N(0, I_D), as in Kingma & Welling (2014).
 
     :param int latent_dim: D.

@@ -1,16 +1,16 @@
 """The VampPrior: a mixture of the encoder's posteriors at learned pseudo-inputs."""
 
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.errors import ConfigError
 from pyrovae.models.priors.diagonal_mixture import diagonal_mixture
+from pyrovae.local import LocalModule
 
 __all__ = ["VampPrior"]
 
 
-class VampPrior(PyroModule):
+class VampPrior(LocalModule):
     """p(z) = (1/K) sum_k q(z | u_k), with K learned pseudo-inputs u_k in [0, 1]^P and q the
     guide's own encoder (Tomczak & Welling 2018, "VAE with a VampPrior", arXiv:1705.07120,
     eq. 9; K = 500 and the hard-tanh to [0, 1] as in their MNIST experiments).

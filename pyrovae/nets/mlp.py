@@ -5,10 +5,11 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from pyrovae.local import ensure_local_state
 from pyrovae.registry import lookup
 
-__all__ = ["ACTIVATIONS", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus",
-           "traceable_params_"]
+__all__ = ["ACTIVATIONS", "MLPNets", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus",
+           "traceable_params_", "default_nets", "set_output_bias"]
 
 # name -> activation module; the IWAE paper (Burda et al. 2016) uses tanh.
 ACTIVATIONS = {
@@ -67,6 +68,7 @@ def mlp(sizes, activation="tanh"):
     as ``RenyiELBO``, only differentiate when they see such sites)."""
     net = plain_mlp(sizes, activation)
     to_pyro_module_(net)
+    ensure_local_state(net)
     return net
 
 
@@ -101,6 +103,7 @@ def traceable_params_(module):
     for child in module.children():
         if type(child) in _LAYERS:
             to_pyro_module_(child, recurse=False)
+            ensure_local_state(child)
         if isinstance(child, PyroModule):
             traceable_params_(child)
 
@@ -131,3 +134,62 @@ def broadcast_cat(*tensors):
     input (B, P) joins an enumerated one-hot label (C, 1, C) as (C, B, P + C)."""
     batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
     return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+
+
+class MLPNets:
+    """The default network family (``--net mlp``): multilayer perceptrons with the ``hidden``
+    widths, the IWAE paper's architecture (Burda et al. 2016, appendix C).
+
+    A network family builds the networks of a model and its guide from the data's shape. Its
+    constructor takes ``(num_pixels, image_shape, hidden, activation, **options)``; it has two
+    methods:
+
+    * ``encoder(out_features, extra_features=0)``: a module mapping (..., P + extra) to
+      (..., out_features); the first P inputs are the image, flattened row-major, the rest
+      vectors such as an M2 label;
+    * ``decoder(in_features, out_features)``: a module mapping (..., in_features) to
+      (..., out_features), where ``out_features`` is the likelihood's number of outputs (P for
+      Bernoulli logits).
+
+    Any ``nn.Module`` does; pyrovae reads nothing else from it, except an optional
+    ``initialize_output(bias)`` on decoders (see :func:`set_output_bias`).
+
+    :param int num_pixels: P.
+    :param tuple image_shape: (H, W), or None (not used by MLPs).
+    :param tuple hidden: hidden layer widths; ``()`` gives linear maps.
+    :param str activation: a name in :data:`ACTIVATIONS`.
+    """
+
+    def __init__(self, num_pixels, image_shape=None, hidden=(200, 200), activation="tanh"):
+        self.num_pixels, self.image_shape = num_pixels, image_shape
+        self.hidden, self.activation = tuple(hidden), activation
+
+    def encoder(self, out_features, extra_features=0):
+        return mlp([self.num_pixels + extra_features, *self.hidden, out_features], self.activation)
+
+    def decoder(self, in_features, out_features):
+        return mlp([in_features, *self.hidden, out_features], self.activation)
+
+
+def default_nets(nets, num_pixels, hidden, activation):
+    """``nets``, or the MLP family with ``hidden`` and ``activation`` when it is None."""
+    return MLPNets(num_pixels, None, hidden, activation) if nets is None else nets
+
+
+@torch.no_grad()
+def set_output_bias(decoder, bias):
+    """Start ``decoder``'s output at ``bias`` (shape (out_features,)): through its
+    ``initialize_output(bias)`` method, or the bias of its last layer when that is an
+    ``nn.Linear`` of the right width. Other networks are left as they are (the initialization
+    only speeds early training).
+
+    :returns: whether the output was set.
+    """
+    if callable(getattr(decoder, "initialize_output", None)):
+        decoder.initialize_output(bias)
+        return True
+    last = decoder[-1] if isinstance(decoder, nn.Sequential) and len(decoder) else decoder
+    if isinstance(last, nn.Linear) and last.bias is not None and last.bias.shape == bias.shape:
+        last.bias.copy_(bias)
+        return True
+    return False

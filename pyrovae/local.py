@@ -1,0 +1,103 @@
+"""The base class of pyrovae's models, guides, priors and likelihoods: module-local parameters
+whatever Pyro's global setting.
+
+Pyro's ``module_local_params`` setting decides where a :class:`~pyro.nn.PyroModule` keeps its
+parameters: in Pyro's global parameter store (the default, ``False``), or in the module itself
+(``True``). pyrovae's modules always keep them in the module, so two models built in one
+process never share parameters by name and every ``torch.optim`` optimizer trains them; but
+importing pyrovae leaves the setting alone, so the user's own Pyro code behaves as it does
+without pyrovae. :class:`LocalModule` turns the setting on while its own modules run, and
+restores it when they return (:class:`LocalContext`), and marks each parameter with the ``unconstrained``
+reference that Pyro's ``SVI`` reads from ``param`` sites, so stock ``SVI`` + ``pyro.optim``
+trains these modules too.
+"""
+
+import functools
+import weakref
+
+import pyro
+from pyro.nn import PyroModule
+from pyro.nn.module import _Context
+
+__all__ = ["LocalModule", "LocalContext", "local_params", "isolated", "mark_unconstrained_", "ensure_local_state"]
+
+
+def local_params():
+    """A context manager (and decorator) in which every PyroModule keeps its parameters to
+    itself: ``pyro.settings.context(module_local_params=True)``, restored on exit."""
+    return pyro.settings.context(module_local_params=True)
+
+
+def mark_unconstrained_(module):
+    """Give each parameter of ``module`` (recursively) the ``unconstrained`` weak reference to
+    itself that Pyro attaches to the values of ``pyro.param`` sites. ``SVI.step`` collects the
+    tensors to optimize as ``site["value"].unconstrained()``; under module-local parameters a
+    plain ``nn.Parameter`` is reported as its own value, without that reference."""
+    for p in module.parameters():
+        if "unconstrained" not in p.__dict__:
+            p.unconstrained = weakref.ref(p)
+
+
+def ensure_local_state(module):
+    """Give ``module``'s call context the local parameter state that Pyro creates only when the
+    setting is on at construction, so the module can run under :func:`local_params` too."""
+    context = module.__dict__["_pyro_context"]
+    if not hasattr(context, "param_state"):
+        context.param_state = {"params": {}, "constraints": {}}
+
+
+class LocalContext(_Context):
+    """The call context that a PyroModule tree shares (Pyro's ``_Context``), with module-local
+    parameters switched on while any module of the tree runs: a call of the root, or a direct call
+    of a submodule such as ``guide.encoder(x)``. The previous setting is restored when the
+    outermost call returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.param_state = {"params": {}, "constraints": {}}
+
+    def __enter__(self):
+        if not self.active:
+            self._previous = pyro.settings.get("module_local_params")
+            pyro.settings.set(module_local_params=True)
+        try:
+            super().__enter__()
+        except BaseException:
+            if not self.active:
+                pyro.settings.set(module_local_params=self._previous)
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            super().__exit__(*exc)
+        finally:
+            if not self.active:
+                pyro.settings.set(module_local_params=self._previous)
+
+
+class LocalModule(PyroModule):
+    """A :class:`~pyro.nn.PyroModule` whose tree runs with module-local parameters
+    (:class:`LocalContext`), whatever Pyro's global setting.
+
+    Subclass it as you would ``PyroModule``; submodules attached to it share its context.
+    """
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self._pyro_context = LocalContext()
+
+    def __call__(self, *args, **kwargs):
+        mark_unconstrained_(self)
+        return super().__call__(*args, **kwargs)
+
+def isolated(fn):
+    """Decorate ``fn`` to run with module-local parameters (:func:`local_params`) and a private,
+    empty Pyro parameter store (``ParamStoreDict.scope``): what it puts in the store (the decaying
+    averages of ``TraceGraph_ELBO``'s baselines) and what it clears stay out of the caller's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with local_params(), pyro.get_param_store().scope():
+            return fn(*args, **kwargs)
+
+    return wrapper
