@@ -23,9 +23,9 @@ Particles are vectorized: ``num_particles`` samples are drawn in one batched pas
 
 import pyro.poutine as poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyrovae.inference.relax import Relaxed_ELBO
 
 from pyrovae.errors import ConfigError
-from pyrovae.inference.relax import Relaxed_ELBO
 from pyrovae.registry import Registry, lookup
 
 __all__ = ["ELBOS", "make_elbo", "loss_and_grads", "Enumerated_ELBO", "local_elbo"]

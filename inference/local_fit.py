@@ -13,14 +13,13 @@ from contextlib import contextmanager
 import pyro
 import torch
 from pyro import distributions as dist
+from pyrovae.inference.elbos import local_elbo
+from pyrovae.models.plates import data_plate
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.inference.elbos import local_elbo
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import inverse_softplus
 from pyrovae.local import LocalModule
-from pyrovae.local import local_params
+from pyrovae.nets import inverse_softplus
 
 __all__ = ["LocalGaussian", "fit_local", "fit_guide", "frozen"]
 
@@ -63,7 +62,6 @@ def frozen(*modules):
             p.requires_grad_(True)
 
 
-@local_params()
 def fit_local(model, x, loc, scale, steps=200, lr=1e-2, num_particles=1, mask=None, record_every=0, record_at=()):
     """Fit per-example Gaussians to ``x`` (B, P) with ``model`` frozen.
 

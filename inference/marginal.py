@@ -28,10 +28,8 @@ import torch
 from pyro.infer import config_enumerate
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import prune_subsample_sites
-from tqdm.auto import tqdm
-
 from pyrovae.inference import diagnostics
-from pyrovae.local import local_params
+from tqdm.auto import tqdm
 
 __all__ = ["IWAEResult", "particle_traces", "log_weights", "iwae", "active_units", "concat_results"]
 
@@ -176,7 +174,6 @@ def log_weights(model, guide, x, num_samples, idx=None, num_data=None):
 
 
 @torch.no_grad()
-@local_params()
 def iwae(model, guide, x, num_samples=5000, batch_size=100, max_rows=20000, progress=False, psis=False,
          idx=None):
     """Per-datapoint IWAE log-likelihood, ELBO, reconstruction, KL and ESS.

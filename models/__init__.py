@@ -21,6 +21,7 @@ from pyrovae.models.m2 import M2
 from pyrovae.models.mixture_vae import MixtureVAE
 from pyrovae.models.priors import PRIORS
 from pyrovae.models.vae import VAE
+
 from pyrovae.registry import Registry
 
 __all__ = ["MODELS", "PRIORS", "LIKELIHOODS", "VAE", "guide_discrete_sites"]

@@ -7,11 +7,11 @@ import pyro
 import torch
 from pyro import distributions as dist
 from pyro.nn import PyroParam
-
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import default_nets
-from pyrovae.local import LocalModule
 from pyrovae.models.module import GenerativeModel
+from pyrovae.models.plates import data_plate
+
+from pyrovae.local import LocalModule
+from pyrovae.nets import default_nets
 
 __all__ = ["BernoulliVAE", "FactorizedBernoulli"]
 

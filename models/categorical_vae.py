@@ -7,10 +7,10 @@ import math
 import pyro
 import torch
 from pyro import distributions as dist
-
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import broadcast_cat, default_nets
 from pyrovae.models.module import GenerativeModel
+from pyrovae.models.plates import data_plate
+
+from pyrovae.nets import broadcast_cat, default_nets
 
 __all__ = ["CategoricalVAE", "MAX_ENUMERATED"]
 

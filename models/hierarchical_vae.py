@@ -11,12 +11,12 @@ other way: q(z1 | x) q(z2 | z1).
 import pyro
 import torch
 from pyro import distributions as dist
+from pyrovae.models.module import GenerativeModel
+from pyrovae.models.plates import data_plate
 from torch.nn import functional as F
 
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import default_nets, mlp, set_output_bias
 from pyrovae.local import LocalModule
-from pyrovae.models.module import GenerativeModel
+from pyrovae.nets import default_nets, mlp, set_output_bias
 
 __all__ = ["HierarchicalVAE", "GaussianLayer", "layer_widths"]
 

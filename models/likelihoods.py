@@ -7,13 +7,13 @@ needs per pixel and turns the decoder output into a distribution with event shap
 
 import torch
 from pyro import distributions as dist
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch.distributions import constraints
 from torch.nn import functional as F
 
 from pyrovae.errors import DataError
-from pyrovae.registry import Registry
 from pyrovae.local import LocalModule
+from pyrovae.registry import Registry
 
 __all__ = ["BernoulliLikelihood", "GaussianLikelihood", "LIKELIHOODS"]
 

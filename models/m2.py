@@ -5,9 +5,9 @@ x ~ p(x | y, z)."""
 import pyro
 import torch
 from pyro import distributions as dist
-
 from pyrovae.models.plates import data_plate
 from pyrovae.models.vae import VAE
+
 from pyrovae.nets import broadcast_cat, default_nets
 
 __all__ = ["M2"]

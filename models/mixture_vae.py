@@ -4,7 +4,6 @@ Embedding", arXiv:1611.05148; Dilokthanakul et al. 2016, arXiv:1611.02648)."""
 
 import pyro
 import torch
-
 from pyrovae.models.plates import data_plate
 from pyrovae.models.priors.mixture import MixtureOfGaussians
 from pyrovae.models.vae import VAE

@@ -6,10 +6,10 @@ arXiv:1312.6114).
 """
 
 import pyro
-
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import default_nets
 from pyrovae.models.module import GenerativeModel
+from pyrovae.models.plates import data_plate
+
+from pyrovae.nets import default_nets
 
 __all__ = ["VAE"]
 

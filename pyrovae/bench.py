@@ -30,12 +30,12 @@ from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
 from pyrovae.inference.marginal import iwae
+from pyrovae.local import private_param_store
 from pyrovae.memory import peak_memory
 from pyrovae.objective import unsupervised_loss
 from pyrovae.optim import make_optimizers
 from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.train import resolve_device
-from pyrovae.local import isolated
 
 __all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
@@ -168,7 +168,7 @@ def _time_iwae(x, num_samples, max_rows, device):
     return rows
 
 
-@isolated
+@private_param_store
 def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
               device="cpu", rows=None, out=None, progress=print):
     """Run the three groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.

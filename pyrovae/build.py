@@ -3,6 +3,7 @@
 from pyrovae.errors import ConfigError
 from pyrovae.inference.elbos import ELBOS, make_elbo
 from pyrovae.inference.guides import guides_for
+from pyrovae.local import localize_
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
 from pyrovae.nets import NETS, traceable_params_
 from pyrovae.registry import check_options, construct, lookup
@@ -57,6 +58,7 @@ def build_model_and_guide(config, num_pixels, num_data=None, image_shape=None):
         raise ConfigError(f"--local-steps needs a guide with per-example parameters (per-example), "
                           f"not {config.guide!r}")
     traceable_params_(model), traceable_params_(guide)  # so that --jit can compile the loss
+    localize_(model), localize_(guide)  # plugins' plain PyroModules keep their parameters local too
     return model, guide
 
 

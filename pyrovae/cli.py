@@ -15,7 +15,6 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError, PyrovaeError
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES
 from pyrovae.nets import parse_hidden
-from pyrovae.local import local_params
 from pyrovae.registry import absolute_import_string
 from pyrovae.rundir import CONFIG
 
@@ -530,8 +529,7 @@ COMMANDS = {"bench": cmd_bench, "compare-estimators": cmd_compare_estimators, "t
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        with local_params():
-            return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
     except PyrovaeError as err:

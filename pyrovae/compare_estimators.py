@@ -35,7 +35,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.registry import lookup
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.data import load_dataset
 from pyrovae.equal_time import train_for
@@ -44,10 +43,11 @@ from pyrovae.estimator_figures import training_figure, variance_figure
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES, estimator, lineup
 from pyrovae.inference.gradients import bias_norm, draw_gradients, parameter_groups, z_score
+from pyrovae.local import private_param_store
 from pyrovae.memory import peak_memory
 from pyrovae.models import LIKELIHOODS
+from pyrovae.registry import lookup
 from pyrovae.run import load_run
-from pyrovae.local import isolated
 
 __all__ = ["compare_estimators", "EstimatorComparison", "Z_CRITICAL"]
 
@@ -144,7 +144,7 @@ def _bias_checks(specs, moments, refs, report):
     return checks
 
 
-@isolated
+@private_param_store
 def compare_estimators(run_dir=None, config=None, out=None, estimators=None, temperatures=DEFAULT_TEMPERATURES,
                        num_draws=200, warmup=20, batch_size=100, split="train", seed=0, checkpoint="best",
                        train_seconds=0.0, device="cpu", overwrite=False, progress=None):

@@ -38,7 +38,6 @@ from pyrovae.inference.local_fit import fit_local  # noqa: E402
 from pyrovae.inference.marginal import iwae  # noqa: E402
 from pyrovae.memory import peak_memory  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
-from pyrovae.local import local_params
 
 __all__ = ["compare_inference", "Comparison"]
 
@@ -56,7 +55,6 @@ def _mean_se(values):
     return float(values.mean()), float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-@local_params()
 def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=1000, lr=3e-2, split="test", seed=0,
                       batch_size=100, checkpoint="best", progress=None, num_particles=10):
     """Compute the decomposition described in the module doc for ``num_examples`` random

@@ -41,7 +41,6 @@ from pyrovae.models import guide_discrete_sites
 from pyrovae.objective import labelled_subset
 from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
-from pyrovae.local import local_params
 
 __all__ = ["evaluate_run", "Evaluation"]
 
@@ -58,7 +57,6 @@ COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (pos
 INFERENCE = ("auto", "amortized", "refined", "per-example")
 
 
-@local_params()
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
                  batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
                  refine_lr=3e-2, context=SINGLE):

@@ -36,7 +36,6 @@ from pyrovae.inference.guides import gaussian_params  # noqa: E402
 from pyrovae.inference.imputation import impute_batch  # noqa: E402
 from pyrovae.inference.local_fit import fit_local  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
-from pyrovae.local import local_params
 
 __all__ = ["make_mask", "impute_run", "Imputation", "MASKS", "METHODS"]
 
@@ -70,7 +69,6 @@ def make_mask(kind, num_examples, num_pixels, image_shape=None, missing_fraction
     return observed.expand(num_examples, num_pixels).clone()
 
 
-@local_params()
 def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example", num_examples=1000,
                steps=200, lr=0.05, num_samples=1000, split="test", seed=0, checkpoint="best", batch_size=100,
                device="cpu", progress=None):

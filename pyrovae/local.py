@@ -19,13 +19,7 @@ import pyro
 from pyro.nn import PyroModule
 from pyro.nn.module import _Context
 
-__all__ = ["LocalModule", "LocalContext", "local_params", "isolated", "mark_unconstrained_", "ensure_local_state"]
-
-
-def local_params():
-    """A context manager (and decorator) in which every PyroModule keeps its parameters to
-    itself: ``pyro.settings.context(module_local_params=True)``, restored on exit."""
-    return pyro.settings.context(module_local_params=True)
+__all__ = ["LocalModule", "LocalContext", "localize_", "private_param_store", "mark_unconstrained_"]
 
 
 def mark_unconstrained_(module):
@@ -38,41 +32,35 @@ def mark_unconstrained_(module):
             p.unconstrained = weakref.ref(p)
 
 
-def ensure_local_state(module):
-    """Give ``module``'s call context the local parameter state that Pyro creates only when the
-    setting is on at construction, so the module can run under :func:`local_params` too."""
-    context = module.__dict__["_pyro_context"]
-    if not hasattr(context, "param_state"):
-        context.param_state = {"params": {}, "constraints": {}}
-
-
 class LocalContext(_Context):
     """The call context that a PyroModule tree shares (Pyro's ``_Context``), with module-local
     parameters switched on while any module of the tree runs: a call of the root, or a direct call
     of a submodule such as ``guide.encoder(x)``. The previous setting is restored when the
-    outermost call returns."""
+    outermost call returns.
+
+    Unlike Pyro's own module-local context it leaves Pyro's global parameter store alone: Pyro
+    swaps the store for the module's while the module runs, and the swap strips the
+    ``unconstrained`` references from the store's tensors (``ParamStoreDict.get_state``), which
+    would break a stock ``SVI`` step whose guide (an ``AutoNormal``, say) keeps its parameters
+    there. pyrovae's modules make no raw ``pyro.param`` statements, so nothing needs the swap.
+    """
 
     def __init__(self):
         super().__init__()
-        self.param_state = {"params": {}, "constraints": {}}
+        self.param_state = {"params": {}, "constraints": {}}  # stays empty: read by Pyro's checks
 
     def __enter__(self):
         if not self.active:
             self._previous = pyro.settings.get("module_local_params")
             pyro.settings.set(module_local_params=True)
-        try:
-            super().__enter__()
-        except BaseException:
-            if not self.active:
-                pyro.settings.set(module_local_params=self._previous)
-            raise
+        self.active += 1
+        self.used = True
 
     def __exit__(self, *exc):
-        try:
-            super().__exit__(*exc)
-        finally:
-            if not self.active:
-                pyro.settings.set(module_local_params=self._previous)
+        self.active -= 1
+        if not self.active:
+            self.cache.clear()
+            pyro.settings.set(module_local_params=self._previous)
 
 
 class LocalModule(PyroModule):
@@ -90,14 +78,31 @@ class LocalModule(PyroModule):
         mark_unconstrained_(self)
         return super().__call__(*args, **kwargs)
 
-def isolated(fn):
-    """Decorate ``fn`` to run with module-local parameters (:func:`local_params`) and a private,
-    empty Pyro parameter store (``ParamStoreDict.scope``): what it puts in the store (the decaying
-    averages of ``TraceGraph_ELBO``'s baselines) and what it clears stay out of the caller's."""
+
+def localize_(module):
+    """Give every PyroModule of ``module``'s tree a :class:`LocalContext` in place of Pyro's own:
+    modules that shared a context share the new one. Applied to the networks pyrovae builds and to
+    the models and guides of :func:`pyrovae.build.build_model_and_guide` (plugins written with
+    plain ``PyroModule`` included), so they keep their parameters to themselves too.
+
+    :returns: ``module``.
+    """
+    contexts = {}
+    for m in module.modules():
+        if isinstance(m, PyroModule) and not isinstance(m._pyro_context, LocalContext):
+            old = m._pyro_context
+            m._pyro_context = contexts.setdefault(id(old), LocalContext())
+    return module
+
+
+def private_param_store(fn):
+    """Decorate ``fn`` to run with a private, empty Pyro parameter store (``ParamStoreDict.scope``):
+    what it puts in the store (the decaying averages of ``TraceGraph_ELBO``'s baselines) and what it
+    clears stay out of the caller's."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with local_params(), pyro.get_param_store().scope():
+        with pyro.get_param_store().scope():
             return fn(*args, **kwargs)
 
     return wrapper

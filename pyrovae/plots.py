@@ -32,7 +32,6 @@ import torch  # noqa: E402
 from pyrovae.inference.marginal import log_weights  # noqa: E402
 from pyrovae.models import guide_discrete_sites  # noqa: E402
 from pyrovae.rundir import METRICS  # noqa: E402
-from pyrovae.local import local_params  # noqa: E402
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
 
@@ -149,7 +148,6 @@ def _discrete_model_figures(run_dir, model, shape, seed):
     return written
 
 
-@local_params()
 def plot_run(run_dir, model, guide, data, split="test", max_points=2000, seed=0):
     """Write the figures listed in the module doc into ``run_dir``.
 

@@ -35,7 +35,6 @@ from pyrovae.inference.local_fit import LocalGaussian, fit_guide, fit_local  # n
 from pyrovae.inference.marginal import iwae  # noqa: E402
 from pyrovae.inference.mcmc import nuts_posterior  # noqa: E402
 from pyrovae.run import load_run  # noqa: E402
-from pyrovae.local import local_params
 
 __all__ = ["posterior_check", "PosteriorCheck", "GUIDE_NAMES"]
 
@@ -60,7 +59,6 @@ def _draw(guide, x_i, n):
     return site["value"].reshape(n, -1)
 
 
-@local_params()
 def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, warmup_steps=500, fit_steps=1000,
                     seed=0, split="test", checkpoint="best", progress=None):
     """Run the comparison described in the module doc; returns a :class:`PosteriorCheck`."""

@@ -107,6 +107,7 @@ class Registry(dict):
         super().__init__(entries)
         self.kind = kind
         self.group = group
+        self.builtin = tuple(self)  # the table's own lines; later names came from register()
 
     def register(self, name, component=None, *, replace=False):
         """Add ``component`` under ``name``; usable as a decorator (``@PRIORS.register("t")``).
@@ -157,8 +158,13 @@ class Registry(dict):
                 raise PluginError(f"{kind} {name!r}: the entry point {ep.value!r} of group {self.group!r} "
                                   f"does not load ({type(err).__name__}: {err}); reinstall the package that "
                                   "declares it") from None
-        raise UnknownNameError(f"unknown {kind} {name!r}; valid names: {', '.join(self.names())}, or an "
-                               f"import string module:attribute or path/to/file.py:attribute")
+        registered = sorted(set(self) - set(self.builtin))
+        installed = sorted(set(self.entry_points()) - set(self))
+        listing = ", ".join(sorted(self.builtin))
+        listing += f"; registered: {', '.join(registered)}" if registered else ""
+        listing += f"; from installed packages: {', '.join(installed)}" if installed else ""
+        raise UnknownNameError(f"unknown {kind} {name!r}; valid names: {listing}; or an import string "
+                               "module:attribute or path/to/file.py:attribute")
 
 
 def lookup(table, name, kind):

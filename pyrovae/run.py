@@ -13,7 +13,6 @@ from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, CONFIG, LAST
-from pyrovae.local import local_params
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -26,7 +25,6 @@ class LoadedRun(NamedTuple):
     data: object  #: the run's :class:`~pyrovae.data.Dataset`
 
 
-@local_params()
 def load_run(run_dir, checkpoint="best", device="cpu", data=None):
     """Rebuild a run from ``config.json`` and ``best.pt`` or ``last.pt``.
 

@@ -23,19 +23,19 @@ from tqdm.auto import tqdm
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from pyrovae.data import batches, load_dataset
-from pyrovae.distributed import (SINGLE, DataParallelObjective, check_data_parallel, setup, shard_batches,
-                                 shard_state, whole_state)
+from pyrovae.distributed import (SINGLE, DataParallelObjective, check_data_parallel, setup, shard_batches, shard_state,
+                                 whole_state)
 from pyrovae.errors import ConfigError, PyrovaeError
-from pyrovae.objective import make_objective
 from pyrovae.inference.kl import kl_terms
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
+from pyrovae.local import private_param_store
 from pyrovae.models import LIKELIHOODS
+from pyrovae.objective import make_objective
 from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
 from pyrovae.signals import GracefulStop
-from pyrovae.local import isolated
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
 
@@ -98,7 +98,7 @@ def _truncate_metrics(path, last_epoch):
         f.writelines(keep)
 
 
-@isolated
+@private_param_store
 def train(config, out, resume=False, overwrite=False, progress=None, log=sys.stderr):
     """Train ``config``'s model and guide; save the run in ``out``.
 

@@ -1,9 +1,16 @@
 """Shared fixtures: small trained runs on digits, made once per test module."""
 
 import pytest
+from pyrovae.inference import GUIDES
+from pyrovae.models import PRIORS
 
 from pyrovae.config import TrainConfig
 from pyrovae.train import train
+from tests.plugins import LaplaceGuide, StudentT
+
+# plugins registered as a user's script would: the contract test covers them with no test of their own
+PRIORS.register("test-student-t", StudentT)
+GUIDES.register("test-laplace", LaplaceGuide)
 
 
 @pytest.fixture(scope="module")

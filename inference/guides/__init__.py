@@ -14,6 +14,7 @@ from pyrovae.inference.guides.iaf import IAFGuide
 from pyrovae.inference.guides.m2 import M2Guide
 from pyrovae.inference.guides.per_example import PerExampleGuide
 from pyrovae.inference.guides.semi_amortized import SemiAmortizedGuide
+
 from pyrovae.registry import Registry
 
 __all__ = ["GUIDES", "MODEL_GUIDES", "guides_for", "gaussian_params"]

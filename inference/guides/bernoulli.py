@@ -2,11 +2,11 @@
 
 import pyro
 from pyro import distributions as dist
-
 from pyrovae.inference.guides.baselines import baseline_net, nvil_baseline
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import default_nets
+
 from pyrovae.local import LocalModule
+from pyrovae.nets import default_nets
 
 __all__ = ["BernoulliGuide"]
 

@@ -10,9 +10,9 @@ import pyro
 import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
+from pyrovae.models.plates import data_plate
 from torch import nn
 
-from pyrovae.models.plates import data_plate
 from pyrovae.local import LocalModule
 
 __all__ = ["FlowGuide"]

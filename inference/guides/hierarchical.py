@@ -1,11 +1,11 @@
 """The guide of the two-stochastic-layer VAE: q(z1 | x) q(z2 | z1) (Burda et al. 2016, section 5)."""
 
 import pyro
-
 from pyrovae.models.hierarchical_vae import GaussianLayer, layer_widths
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import default_nets
+
 from pyrovae.local import LocalModule
+from pyrovae.nets import default_nets
 
 __all__ = ["HierarchicalGuide"]
 

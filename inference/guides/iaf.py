@@ -4,13 +4,13 @@ import pyro
 import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
+from pyrovae.models.plates import data_plate
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.models.plates import data_plate
 from pyrovae.errors import ConfigError
-from pyrovae.nets import default_nets
 from pyrovae.local import LocalModule
+from pyrovae.nets import default_nets
 
 __all__ = ["IAFGuide"]
 

@@ -2,12 +2,12 @@
 
 import pyro
 from pyro import distributions as dist
-from torch.nn import functional as F
-
 from pyrovae.inference.guides.baselines import baseline_net, nvil_baseline
 from pyrovae.models.plates import data_plate
-from pyrovae.nets import broadcast_cat, default_nets
+from torch.nn import functional as F
+
 from pyrovae.local import LocalModule
+from pyrovae.nets import broadcast_cat, default_nets
 
 __all__ = ["M2Guide"]
 

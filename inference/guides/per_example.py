@@ -14,13 +14,13 @@ and D = 50 that is 20 MB and 40 MB in float32. A step touches B rows, never the 
 import pyro
 import torch
 from pyro import distributions as dist
+from pyrovae.models.plates import data_plate
 from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.errors import ConfigError
-from pyrovae.models.plates import data_plate
-from pyrovae.nets import inverse_softplus
 from pyrovae.local import LocalModule
+from pyrovae.nets import inverse_softplus
 
 __all__ = ["PerExampleGuide"]
 
@@ -30,20 +30,24 @@ class PerExampleGuide(LocalModule):
 
     :param model: the model; its ``latent_dim`` (D) fixes the table width.
     :param num_data: N, the number of training examples.
+    :param bool sparse: sparse gradients (only the batch's rows), for ``torch.optim.SparseAdam``
+        (pyrovae's loop, :func:`pyrovae.optim.make_optimizers`). ``False`` gives dense gradients,
+        for optimizers without sparse support such as stock ``SVI`` + ``pyro.optim.Adam``, which
+        then moves every row through its momentum at every step.
     """
 
     min_scale = 1e-4
     local_tables = ("loc", "raw_scale")  # sparse parameters, updated row by row
 
-    def __init__(self, model, hidden=None, activation=None, num_data=None):
+    def __init__(self, model, hidden=None, activation=None, num_data=None, sparse=True):
         super().__init__()
         if not num_data:
             raise ConfigError("the per-example guide needs num_data, the number of training examples")
         D = model.latent_dim
         self.site = model.latent_sites[0]
         self.num_data = num_data
-        self.loc = nn.Embedding(num_data, D, sparse=True)
-        self.raw_scale = nn.Embedding(num_data, D, sparse=True)
+        self.loc = nn.Embedding(num_data, D, sparse=sparse)
+        self.raw_scale = nn.Embedding(num_data, D, sparse=sparse)
         with torch.no_grad():
             self.loc.weight.zero_()
             self.raw_scale.weight.fill_(float(inverse_softplus(torch.tensor(1.0 - self.min_scale))))

@@ -17,28 +17,32 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro import distributions as dist
-from torch.nn import functional as F
-
 from pyrovae.inference.elbos import local_elbo
 from pyrovae.inference.guides.amortized import AmortizedGuide
 from pyrovae.models.plates import data_plate
+from torch.nn import functional as F
+
+from pyrovae.errors import ConfigError
 
 __all__ = ["SemiAmortizedGuide"]
 
 
 class SemiAmortizedGuide(AmortizedGuide):
-    """SA-VAE guide; the encoder is :class:`AmortizedGuide`'s. Same constructor arguments.
+    """SA-VAE guide; the encoder is :class:`AmortizedGuide`'s, with its constructor arguments.
 
-    :cvar int refine_steps: K, differentiable refinement steps (Kim et al. use up to 20).
-    :cvar float refine_lr: eta.
+    :param int refine_steps: K, differentiable refinement steps (Kim et al. use up to 20).
+    :param float refine_lr: eta.
+    :param float max_grad_norm: each refinement step's gradient is clipped to this norm.
+    :raises ConfigError: for negative steps or a non-positive rate or norm.
     """
 
-    refine_steps = 5
-    refine_lr = 0.05
-    max_grad_norm = 5.0
-
-    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None):
-        super().__init__(model, hidden, activation, num_data)
+    def __init__(self, model, hidden=(200, 200), activation="tanh", num_data=None, nets=None, encoder=None,
+                 refine_steps=5, refine_lr=0.05, max_grad_norm=5.0):
+        if refine_steps < 0 or not refine_lr > 0 or not max_grad_norm > 0:
+            raise ConfigError(f"--guide-options: refine_steps must be >= 0 and refine_lr, max_grad_norm positive; "
+                              f"got {refine_steps}, {refine_lr}, {max_grad_norm}")
+        super().__init__(model, hidden, activation, num_data, nets=nets, encoder=encoder)
+        self.refine_steps, self.refine_lr, self.max_grad_norm = refine_steps, refine_lr, max_grad_norm
         self._model = [model]  # a reference, not a submodule: its parameters belong to the model
 
     def refine(self, x, loc, raw):

@@ -12,6 +12,7 @@ from pyrovae.models.priors.laplace import Laplace
 from pyrovae.models.priors.mixture import MixtureOfGaussians
 from pyrovae.models.priors.standard_normal import StandardNormal
 from pyrovae.models.priors.vamp import VampPrior
+
 from pyrovae.registry import Registry
 
 __all__ = ["PRIORS"]

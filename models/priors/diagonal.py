@@ -4,6 +4,7 @@ import torch
 from pyro import distributions as dist
 from pyro.nn import PyroParam
 from torch.distributions import constraints
+
 from pyrovae.local import LocalModule
 
 __all__ = ["LearnedDiagonal"]

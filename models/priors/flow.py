@@ -4,6 +4,8 @@ import torch
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
 from torch import nn
+
+from pyrovae.errors import ConfigError
 from pyrovae.local import LocalModule
 
 __all__ = ["FlowPrior"]
@@ -23,6 +25,8 @@ class FlowPrior(LocalModule):
 
     def __init__(self, latent_dim, num_flows=2):
         super().__init__()
+        if num_flows < 1:
+            raise ConfigError(f"--prior-options num_flows must be a positive integer, got {num_flows}")
         self.flows = nn.ModuleList([T.affine_autoregressive(latent_dim) for _ in range(num_flows)])
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
         self.register_buffer("loc", torch.zeros(latent_dim))

@@ -4,6 +4,8 @@ import torch
 from pyro import distributions as dist
 from pyro.nn import PyroParam
 from torch.distributions import constraints
+
+from pyrovae.errors import ConfigError
 from pyrovae.local import LocalModule
 
 __all__ = ["MixtureOfGaussians"]
@@ -23,6 +25,8 @@ class MixtureOfGaussians(LocalModule):
 
     def __init__(self, latent_dim, num_components=10):
         super().__init__()
+        if num_components < 1:
+            raise ConfigError(f"--prior-options num_components must be a positive integer, got {num_components}")
         self.num_components = num_components
         self.logits = PyroParam(torch.zeros(num_components))
         self.locs = PyroParam(torch.randn(num_components, latent_dim))

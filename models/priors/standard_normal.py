@@ -2,6 +2,7 @@
 
 import torch
 from pyro import distributions as dist
+
 from pyrovae.local import LocalModule
 
 __all__ = ["StandardNormal"]

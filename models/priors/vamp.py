@@ -1,10 +1,10 @@
 """The VampPrior: a mixture of the encoder's posteriors at learned pseudo-inputs."""
 
 import torch
+from pyrovae.models.priors.diagonal_mixture import diagonal_mixture
 from torch import nn
 
 from pyrovae.errors import ConfigError
-from pyrovae.models.priors.diagonal_mixture import diagonal_mixture
 from pyrovae.local import LocalModule
 
 __all__ = ["VampPrior"]
@@ -27,6 +27,8 @@ class VampPrior(LocalModule):
     def __init__(self, latent_dim, num_components=500):
         super().__init__()
         self.latent_dim = latent_dim
+        if num_components < 1:
+            raise ConfigError(f"--prior-options num_components must be a positive integer, got {num_components}")
         self.num_components = num_components
         self.pseudo_inputs = None
 

@@ -17,7 +17,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyrovae.errors import ConfigError
-from pyrovae.local import ensure_local_state
+from pyrovae.local import localize_
 from pyrovae.nets.mlp import ACTIVATIONS, plain_mlp
 from pyrovae.registry import lookup
 
@@ -26,8 +26,7 @@ __all__ = ["ConvNets", "ConvEncoder", "ConvDecoder"]
 
 def _pyro(module):
     to_pyro_module_(module)
-    ensure_local_state(module)
-    return module
+    return localize_(module)
 
 
 class ConvEncoder(nn.Module):

@@ -5,7 +5,7 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from pyrovae.local import ensure_local_state
+from pyrovae.local import localize_
 from pyrovae.registry import lookup
 
 __all__ = ["ACTIVATIONS", "MLPNets", "mlp", "plain_mlp", "parse_hidden", "broadcast_cat", "inverse_softplus",
@@ -68,8 +68,7 @@ def mlp(sizes, activation="tanh"):
     as ``RenyiELBO``, only differentiate when they see such sites)."""
     net = plain_mlp(sizes, activation)
     to_pyro_module_(net)
-    ensure_local_state(net)
-    return net
+    return localize_(net)
 
 
 # layers whose parameters traceable_params_ may reach when they sit inside a PyroModule
@@ -103,7 +102,6 @@ def traceable_params_(module):
     for child in module.children():
         if type(child) in _LAYERS:
             to_pyro_module_(child, recurse=False)
-            ensure_local_state(child)
         if isinstance(child, PyroModule):
             traceable_params_(child)
 
