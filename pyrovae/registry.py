@@ -227,16 +227,20 @@ def check_options(component, options, kind, name, fixed=()):
         return dict(options)
     listing = ", ".join(f"{k}={'(required)' if v is inspect.Parameter.empty else repr(v)}"
                         for k, v in accepted.items()) or "none"
+    checked = {}
     for key, value in options.items():
         if key in fixed:
             raise ConfigError(f"{flag}: {key} is set by pyrovae for {kind} {name!r}, not an option; its options: "
                               f"{listing}")
         if key not in accepted:
             raise ConfigError(f"{flag}: {kind} {name!r} has no option {key!r}; its options: {listing}")
+        if isinstance(accepted[key], (tuple, list)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # one width: fc=200
         if not _fits(value, accepted[key]):
             raise ConfigError(f"{flag}: {key}={value!r} does not fit {kind} {name!r}, whose default is "
                               f"{accepted[key]!r}; its options: {listing}")
-    return dict(options)
+        checked[key] = value
+    return checked
 
 
 def construct(table, name, kind, *args, options=None, fixed=(), **builder_kwargs):

@@ -2,9 +2,9 @@
 arguments (the conv family); a plugin run rebuilt by evaluate, plot and --resume in new processes."""
 
 import json
+import pathlib
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -19,20 +19,8 @@ from pyrovae.nets import NETS, ConvNets, MLPNets, set_output_bias
 from pyrovae.registry import PluginError, Registry
 from tests.plugins import StudentT
 
-PLUGIN_FILE = textwrap.dedent('''
-    import torch
-    from pyro import distributions as dist
-    from pyro.nn import PyroModule
-
-
-    class StudentT(PyroModule):
-        def __init__(self, latent_dim, df=3.0):
-            super().__init__()
-            self.register_buffer("df", torch.full((latent_dim,), float(df)))
-
-        def forward(self):
-            return dist.StudentT(self.df, torch.zeros_like(self.df), torch.ones_like(self.df)).to_event(1)
-''')
+# a user's own file: the test plugins' source, copied where a test needs a file on disk
+PLUGIN_FILE = (pathlib.Path(__file__).parent / "plugins.py").read_text()
 
 
 def test_register_adds_a_name_and_refuses_to_replace_silently():
