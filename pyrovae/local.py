@@ -28,7 +28,8 @@ def mark_unconstrained_(module):
     tensors to optimize as ``site["value"].unconstrained()``; under module-local parameters a
     plain ``nn.Parameter`` is reported as its own value, without that reference."""
     for p in module.parameters():
-        if "unconstrained" not in p.__dict__:
+        ref = p.__dict__.get("unconstrained")
+        if ref is None or ref() is not p:  # a deep copy keeps the original's reference
             p.unconstrained = weakref.ref(p)
 
 

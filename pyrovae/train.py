@@ -35,6 +35,7 @@ from pyrovae.objective import make_objective
 from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
 from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
+from pyrovae.runlock import RunLock
 from pyrovae.signals import GracefulStop
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
@@ -108,7 +109,9 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     :param progress: show a tqdm bar; None shows it only on a terminal.
     :returns: a :class:`TrainResult`.
     :raises ConfigError, DataError, UnknownNameError, CheckpointError: for bad input,
-        before anything is written.
+        before anything is written; ``CheckpointError`` too when another process is writing
+        ``out`` (:class:`~pyrovae.runlock.RunLock`), or ``overwrite`` finds files there that are
+        not a pyrovae run's.
     :raises TrainingDiverged: when the loss is NaN or infinite; ``last.pt`` keeps the
         last completed epoch.
     :raises KeyboardInterrupt: after SIGINT or SIGTERM, once ``last.pt`` holds the state
@@ -117,6 +120,14 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     Started by ``torchrun`` with several processes, it trains data-parallel (see
     :mod:`pyrovae.distributed`): every process returns, and rank 0 alone writes ``out``.
     """
+    lock = RunLock()  # rank 0 takes it in prepare_run_dir; held until training, evaluation and figures end
+    try:
+        return _train(config, out, resume, overwrite, progress, log, lock)
+    finally:
+        lock.release()
+
+
+def _train(config, out, resume, overwrite, progress, log, lock):
     config.validate()
     context = setup(resolve_device(config.device))
     device = context.device
@@ -143,7 +154,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         kl = kl_terms(config.elbo, model, guide, data.train.x[:2], torch.arange(2), num_train)
     out = context.broadcast_object(out)  # a default --out holds a timestamp: rank 0's names the run
     if context.is_main:
-        config = prepare_run_dir(out, config, resume, overwrite, kl_terms=kl)  # first write happens here
+        config = prepare_run_dir(out, config, resume, overwrite, lock=lock, kl_terms=kl)  # first write here
         print(f"KL terms under --elbo {config.elbo}: " + ", ".join(f"{site} {how}" for site, how in kl.items()),
               file=log)
     config = context.broadcast_object(config)

@@ -104,6 +104,19 @@ def test_two_models_in_one_process_share_no_parameters_under_stock_svi():
     assert all(torch.equal(p, q) for p, q in zip(before, b[0].parameters()))
 
 
+def test_a_deep_copy_trains_its_own_parameters_under_stock_svi():
+    import copy
+
+    torch.manual_seed(0)
+    original = _direct_vae()
+    _svi_losses(*original, steps=2)  # its parameters are marked for SVI
+    copied = copy.deepcopy(original)
+    before = [p.detach().clone() for p in original[0].parameters()]
+    _svi_losses(*copied, steps=5)
+    assert all(torch.equal(p, q) for p, q in zip(before, original[0].parameters()))
+    assert not any(torch.equal(p, q) for p, q in zip(before, copied[0].parameters()))
+
+
 def test_elbo_module_with_torch_optim_trains_in_pyro_default_mode():
     torch.manual_seed(0)
     model, guide = _direct_vae()

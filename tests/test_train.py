@@ -65,8 +65,10 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pyrovae: error:") and "--overwrite" in err and "Traceback" not in err
     assert os.listdir(out) == ["precious.txt"]
-    assert cli.main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *SMALL]) == 0
-    assert "precious.txt" not in os.listdir(out)
+    # --overwrite replaces only a pyrovae run's own files: the folder holds none, so nothing goes
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), "--overwrite", *SMALL]) == 2
+    assert "holds no config.json" in capsys.readouterr().err
+    assert os.listdir(out) == ["precious.txt"]
 
 
 @pytest.mark.parametrize(
