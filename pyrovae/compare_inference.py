@@ -23,21 +23,18 @@ import os
 import time
 from typing import NamedTuple
 
-import matplotlib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from pyrovae.checkpoint import atomic_write_text  # noqa: E402
-from pyrovae.errors import ConfigError  # noqa: E402
-from pyrovae.inference.guides import gaussian_params  # noqa: E402
-from pyrovae.inference.local_fit import fit_local  # noqa: E402
-from pyrovae.inference.marginal import iwae  # noqa: E402
-from pyrovae.memory import peak_memory  # noqa: E402
-from pyrovae.run import load_run  # noqa: E402
+from pyrovae.checkpoint import atomic_write_text
+from pyrovae.errors import ConfigError
+from pyrovae.figure import subplots
+from pyrovae.inference.guides import gaussian_params
+from pyrovae.inference.local_fit import fit_local
+from pyrovae.inference.marginal import iwae
+from pyrovae.memory import peak_memory
+from pyrovae.run import load_run
 
 __all__ = ["compare_inference", "Comparison"]
 
@@ -151,7 +148,7 @@ def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=10
 
 
 def _figure(path, r):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (left, right) = subplots(1, 2, figsize=(10, 3.8))
     names = ["approximation gap\nlog p(x) - L[q*]", "amortization gap\nL[q*] - L[q]"]
     values = [r["approximation_gap"], r["amortization_gap"]]
     left.bar(names, [v[0] for v in values], yerr=[2 * v[1] for v in values], color=["tab:blue", "tab:orange"],
@@ -171,4 +168,3 @@ def _figure(path, r):
     right.set_ylim(lo, r["log_likelihood"][0] + 2)
     right.legend(fontsize=7)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

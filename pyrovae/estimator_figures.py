@@ -1,10 +1,8 @@
 """Figures of ``pyrovae compare-estimators``: gradient variance and SNR bars, ELBO against seconds."""
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pyrovae.figure import subplots
 
 __all__ = ["variance_figure", "training_figure"]
 
@@ -15,7 +13,7 @@ def variance_figure(path, report):
     variance, infinite SNR) have no bar. :returns: ``path``."""
     names = list(report["estimators"])
     groups = list(report["parameters"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names) + 3), 4))
+    fig, axes = subplots(1, 2, figsize=(max(8, 1.3 * len(names) + 3), 4))
     width = 0.8 / len(groups)
     pos = np.arange(len(names))
     for ax, key, label in ((axes[0], "variance", "variance: trace of Cov[gradient]"),
@@ -32,7 +30,6 @@ def variance_figure(path, report):
     fig.suptitle(f"{report['model']} ({report['checkpoint']}), {report['num_draws']} gradient draws on a fixed "
                  f"minibatch of {report['batch_size']}", fontsize=10)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -40,7 +37,7 @@ def training_figure(path, report):
     """Validation ELBO (nats per datapoint) against seconds of training steps, one line per
     estimator, from the same initial parameters. :returns: ``path``."""
     training = report["training"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     finals = []
     for name, curve in training["curves"].items():
         label = f"{name} ({curve['steps']} steps{', diverged' if curve['diverged'] else ''})"
@@ -56,5 +53,4 @@ def training_figure(path, report):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -22,20 +22,17 @@ import json
 import os
 from typing import NamedTuple
 
-import matplotlib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from pyrovae.checkpoint import atomic_write_text  # noqa: E402
-from pyrovae.errors import ConfigError  # noqa: E402
-from pyrovae.inference.guides import gaussian_params  # noqa: E402
-from pyrovae.inference.imputation import impute_batch  # noqa: E402
-from pyrovae.inference.local_fit import fit_local  # noqa: E402
-from pyrovae.run import load_run  # noqa: E402
+from pyrovae.checkpoint import atomic_write_text
+from pyrovae.errors import ConfigError
+from pyrovae.figure import subplots
+from pyrovae.inference.guides import gaussian_params
+from pyrovae.inference.imputation import impute_batch
+from pyrovae.inference.local_fit import fit_local
+from pyrovae.run import load_run
 
 __all__ = ["make_mask", "impute_run", "Imputation", "MASKS", "METHODS"]
 
@@ -152,7 +149,7 @@ def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example
 def _figure(rows, shape, path, report):
     n = rows[0].shape[0]
     shape = shape or (1, rows[0].shape[1])
-    fig, axes = plt.subplots(3, n, figsize=(1.2 * n, 4), squeeze=False)
+    fig, axes = subplots(3, n, figsize=(1.2 * n, 4), squeeze=False)
     for r, (images, name) in enumerate(zip(rows, ("observed (grey: missing)", "imputed", "truth"))):
         for c in range(n):
             ax = axes[r][c]
@@ -165,4 +162,3 @@ def _figure(rows, shape, path, report):
                  f"{report['missing_log_likelihood']:.2f} vs mean-fill {report['baseline_missing_log_likelihood']:.2f} "
                  "nats per image", fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

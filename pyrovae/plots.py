@@ -22,16 +22,13 @@ Image figures need an image shape (square images, or the dataset's own); without
 import json
 import os
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pyrovae.inference.marginal import log_weights  # noqa: E402
-from pyrovae.models import guide_discrete_sites  # noqa: E402
-from pyrovae.rundir import METRICS  # noqa: E402
+from pyrovae.figure import subplots
+from pyrovae.inference.marginal import log_weights
+from pyrovae.models import guide_discrete_sites
+from pyrovae.rundir import METRICS
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
 
@@ -75,12 +72,11 @@ def _grid(images, cols, shape):
 
 
 def _save_image(path, array, title):
-    fig, ax = plt.subplots(figsize=(max(3, array.shape[1] / 18), max(3, array.shape[0] / 18) + 0.4))
+    fig, ax = subplots(figsize=(max(3, array.shape[1] / 18), max(3, array.shape[0] / 18) + 0.4))
     ax.imshow(array, cmap="gray_r" if array.mean() < 0.5 else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -92,7 +88,7 @@ def _curves(run_dir, path):
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_elbo"] for r in rows], label="train")
     ax.plot(epochs, [r["valid_elbo"] for r in rows], label="validation")
@@ -104,7 +100,6 @@ def _curves(run_dir, path):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -121,7 +116,7 @@ def _latent(means, labels, path):
     else:
         points = np.pad(means, ((0, 0), (0, 2 - means.shape[1])))
         xlabel, ylabel, title = "z_1", "z_2", "E_q[z|x]"
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = subplots(figsize=(5, 4.5))
     if labels is not None:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
@@ -130,7 +125,6 @@ def _latent(means, labels, path):
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.title.set_fontsize(9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -205,7 +199,7 @@ def plot_khat(path, khat, x, image_shape, threshold=0.7, worst=8):
     k = khat.numpy()
     finite = k[np.isfinite(k)]
     show_images = image_shape is not None
-    fig, axes = plt.subplots(1, 2 if show_images else 1, figsize=(10 if show_images else 5, 3.5), squeeze=False)
+    fig, axes = subplots(1, 2 if show_images else 1, figsize=(10 if show_images else 5, 3.5), squeeze=False)
     ax = axes[0][0]
     ax.hist(np.clip(finite, -1, 2), bins=50, color="tab:blue")
     ax.axvline(threshold, color="tab:red", linestyle="--", label=f"k-hat = {threshold}")
@@ -219,7 +213,6 @@ def plot_khat(path, khat, x, image_shape, threshold=0.7, worst=8):
         ax.set_title("highest k-hat: " + ", ".join(f"{k[i]:.2f}" for i in order), fontsize=8)
         ax.axis("off")
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -228,12 +221,11 @@ def plot_collapse(path, kl_per_dimension, variances, threshold=0.01):
     kl = np.asarray(kl_per_dimension)
     active = np.asarray(variances) > threshold
     order = np.argsort(-kl)
-    fig, ax = plt.subplots(figsize=(max(5, len(kl) * 0.12), 3.5))
+    fig, ax = subplots(figsize=(max(5, len(kl) * 0.12), 3.5))
     colors = np.where(active[order], "tab:blue", "tab:gray")
     ax.bar(np.arange(len(kl)), kl[order], color=colors)
     ax.set(xlabel="latent dimension (sorted by KL)", ylabel="E_x KL(q(z_d|x) || p(z_d)) (nats)",
            title=f"{active.sum()} of {len(kl)} units active (blue); total KL {kl.sum():.2f} nats")
     ax.set_xticks(np.arange(len(kl)), [str(i) for i in order], fontsize=6, rotation=90)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -19,22 +19,19 @@ import json
 import os
 from typing import NamedTuple
 
-import matplotlib
+import dcor
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import dcor  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pyrovae.checkpoint import atomic_write_text  # noqa: E402
-from pyrovae.errors import ConfigError  # noqa: E402
-from pyrovae.inference.guides import gaussian_params  # noqa: E402
-from pyrovae.inference.guides.flow import FlowGuide  # noqa: E402
-from pyrovae.inference.local_fit import LocalGaussian, fit_guide, fit_local  # noqa: E402
-from pyrovae.inference.marginal import iwae  # noqa: E402
-from pyrovae.inference.mcmc import nuts_posterior  # noqa: E402
-from pyrovae.run import load_run  # noqa: E402
+from pyrovae.checkpoint import atomic_write_text
+from pyrovae.errors import ConfigError
+from pyrovae.figure import subplots
+from pyrovae.inference.guides import gaussian_params
+from pyrovae.inference.guides.flow import FlowGuide
+from pyrovae.inference.local_fit import LocalGaussian, fit_guide, fit_local
+from pyrovae.inference.marginal import iwae
+from pyrovae.inference.mcmc import nuts_posterior
+from pyrovae.run import load_run
 
 __all__ = ["posterior_check", "PosteriorCheck", "GUIDE_NAMES"]
 
@@ -144,7 +141,7 @@ def _log_density(q, grid):
 
 def _figure(path, draws, guide_draws, guides, rows):
     n = draws.shape[1]
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(3.4 * n, 3.4), squeeze=False)
     colors = {"amortized": "tab:red", "per-example": "tab:blue", "flow": "tab:green"}
     for i in range(n):
         ax = axes[0][i]
@@ -162,4 +159,3 @@ def _figure(path, draws, guide_draws, guides, rows):
         ax.set_title(f"test example {rows[i]['example']}, max R-hat {rows[i]['r_hat_max']:.4f}", fontsize=8)
         ax.legend(fontsize=6, loc="upper right")
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

@@ -1,0 +1,16 @@
+"""Figures without pyplot: ``matplotlib.figure.Figure`` objects saved straight to PNG.
+
+Nothing here selects a matplotlib backend or touches pyplot's state, so importing pyrovae leaves
+the user's plotting setup (a notebook's inline backend, say) as it was.
+"""
+
+from matplotlib.figure import Figure
+
+__all__ = ["subplots"]
+
+
+def subplots(*args, figsize=None, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` returns them, on a figure that no pyplot window
+    manager knows of; ``figure.savefig(path)`` writes it, and it needs no closing."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
