@@ -22,8 +22,8 @@ __all__ = ["main"]
 
 DEFAULTS = TrainConfig()
 # the options of compare-estimators that describe a fresh model
-FRESH_OPTIONS = ("data", "data_dir", "model", "prior", "likelihood", "guide", "net", "latent_dim", "hidden", "activation",
-                 "num_classes", "lr", "split_seed")
+FRESH_OPTIONS = ("data", "data_dir", "model", "prior", "likelihood", "guide", "net", "latent_dim", "hidden",
+                 "activation", "num_classes", "lr", "split_seed")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -68,7 +68,8 @@ def _setup(run_dir, config, checkpoint, device):
         config, model, guide, _, data = load_run(run_dir, checkpoint, device)
         return config, model, guide, data
     config.validate()
-    data = load_dataset(config.data, config.data_dir, binary=lookup(LIKELIHOODS, config.likelihood, "likelihood").binary,
+    binary = lookup(LIKELIHOODS, config.likelihood, "likelihood").binary
+    data = load_dataset(config.data, config.data_dir, binary=binary,
                         split_seed=config.split_seed)
     torch.manual_seed(config.seed)
     model, guide = build_model_and_guide(config, data.num_pixels, len(data.train), data.image_shape)

@@ -33,7 +33,7 @@ GUIDES = Registry("guide", "pyrovae.guides", {
 MODEL_GUIDES = {
     "m2": Registry("guide", "pyrovae.guides", {"amortized": M2Guide}),  # q(y | x) q(z | x, y)
     "bernoulli-vae": Registry("guide", "pyrovae.guides", {"amortized": BernoulliGuide}),  # factorized Bernoulli encoder
-    "categorical-vae": Registry("guide", "pyrovae.guides", {"amortized": CategoricalGuide}),  # mean-field categorical encoder
+    "categorical-vae": Registry("guide", "pyrovae.guides", {"amortized": CategoricalGuide}),  # mean-field categorical
     "hvae": Registry("guide", "pyrovae.guides", {"amortized": HierarchicalGuide}),  # q(z1 | x) q(z2 | z1)
 }
 
