@@ -2,9 +2,13 @@
 
 Registry tables, one line per entry:
 
-* :data:`MODELS`: name -> ``Model(prior, likelihood, latent_dim, hidden, activation, num_classes)``
-* :data:`PRIORS`: name -> ``Prior(latent_dim)``
-* :data:`LIKELIHOODS`: name -> ``Likelihood(num_pixels)``
+* :data:`MODELS`: name -> ``Model(prior, likelihood, latent_dim, hidden, activation, num_classes, nets=None,
+  **options)``
+* :data:`PRIORS`: name -> ``Prior(latent_dim, **options)``
+* :data:`LIKELIHOODS`: name -> ``Likelihood(num_pixels, **options)``
+
+Each is a :class:`~pyrovae.registry.Registry`: names also resolve from ``register()``, entry points
+and import strings.
 
 A model class may carry these attributes, read by the builder and the trainer:
 ``discrete_sites`` (names of its discrete latent sites), ``enumerable`` (those sites are marked

@@ -104,7 +104,7 @@ class GaussianLikelihood(LocalModule):
         """Gaussian data may take any finite value; finiteness is checked by the loader."""
 
 
-# name -> constructor(num_pixels)
+# name -> constructor(num_pixels, **options); open: see pyrovae.registry
 LIKELIHOODS = Registry("likelihood", "pyrovae.likelihoods", {
     "bernoulli": BernoulliLikelihood,  # binary pixels (binarized MNIST, digits)
     "gaussian": GaussianLikelihood,  # continuous pixels, learned per-pixel noise

@@ -1,6 +1,6 @@
 """Guides q(z | x): one per file, one line each in :data:`GUIDES`.
 
-A guide is a :class:`~pyro.nn.PyroModule` built as ``Guide(model, hidden, activation, num_data)``
+A guide is a :class:`~pyro.nn.PyroModule` built as ``Guide(model, hidden, activation, num_data, nets=None, **options)``
 with the model's call signature ``(x, idx=None, num_data=None)``, sampling every
 latent site of the model inside :func:`pyrovae.models.plates.data_plate`.
 """
@@ -19,7 +19,7 @@ from pyrovae.registry import Registry
 
 __all__ = ["GUIDES", "MODEL_GUIDES", "guides_for", "gaussian_params"]
 
-# name -> constructor(model, hidden, activation, num_data)
+# name -> constructor(model, hidden, activation, num_data, nets=None, **options); open: see pyrovae.registry
 GUIDES = Registry("guide", "pyrovae.guides", {
     "amortized": AmortizedGuide,  # MLP encoder -> diagonal Gaussian
     "per-example": PerExampleGuide,  # a diagonal Gaussian per training example, sparse updates

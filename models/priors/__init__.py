@@ -1,6 +1,6 @@
 """Priors p(z): one per file, one line each in :data:`PRIORS`.
 
-A prior is a :class:`~pyro.nn.PyroModule` built as ``Prior(latent_dim)`` whose
+A prior is a :class:`~pyro.nn.PyroModule` built as ``Prior(latent_dim, **options)`` whose
 ``forward()`` returns a distribution with event shape (latent_dim,). Optional hooks:
 ``attach(guide, num_pixels)``, called once the guide exists (priors built from the encoder),
 and ``initialize_from_data(x)``, called with the training data before the first step.
@@ -17,7 +17,7 @@ from pyrovae.registry import Registry
 
 __all__ = ["PRIORS"]
 
-# name -> constructor(latent_dim)
+# name -> constructor(latent_dim, **options); open: see pyrovae.registry
 PRIORS = Registry("prior", "pyrovae.priors", {
     "standard-normal": StandardNormal,  # N(0, I); analytic KL with Gaussian guides
     "diagonal": LearnedDiagonal,  # N(mu, diag(sigma^2)), learned; analytic KL with Gaussian guides
