@@ -24,9 +24,12 @@ with warnings.catch_warnings():  # ArviZ 0.x announces its 1.0 refactor on impor
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["psis", "per_dimension_kl", "mutual_information", "KHAT_THRESHOLD"]
+__all__ = ["psis", "per_dimension_kl", "mutual_information", "KHAT_THRESHOLD", "PSIS_MIN_SAMPLES"]
 
 KHAT_THRESHOLD = 0.7  #: above this, importance sampling from q is unreliable (Yao et al. 2018)
+#: the fewest importance samples with a Pareto tail to fit: ArviZ fits the ceil(min(S / 5, 3 sqrt(S)))
+#: largest weights and needs more than 4 of them
+PSIS_MIN_SAMPLES = 21
 
 
 def psis(log_weights):
@@ -36,9 +39,14 @@ def psis(log_weights):
     :returns: ``(khat, ess)``, float64 tensors of shape (B,): the Pareto shape estimate and
         the effective sample size of the smoothed normalized weights, 1 / sum w^2, in (0, S].
         Where all S weights are equal up to rounding (q is the posterior), there is no tail to
-        fit and k-hat is -inf.
+        fit and k-hat is -inf. With fewer than :data:`PSIS_MIN_SAMPLES` samples there is no tail
+        either: k-hat is NaN and the ESS is that of the raw normalized weights.
     """
     lw = log_weights.detach().double().cpu().numpy().T  # ArviZ wants (observations, samples)
+    if lw.shape[1] < PSIS_MIN_SAMPLES:
+        normalized = lw - np.logaddexp.reduce(lw, axis=1, keepdims=True)
+        return torch.full((lw.shape[0],), math.nan, dtype=torch.float64), torch.as_tensor(
+            1.0 / np.exp(2 * normalized).sum(axis=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         smoothed, khat = az.psislw(lw)

@@ -18,7 +18,6 @@ median over repeats of its block time over the reference's block time in the sam
 The data are random binary images (the timings do not depend on pixel values).
 """
 
-import json
 import statistics
 import time
 
@@ -30,6 +29,7 @@ from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
 from pyrovae.inference.marginal import iwae
+from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
 from pyrovae.memory import peak_memory
 from pyrovae.objective import unsupervised_loss
@@ -199,10 +199,9 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
     progress(f"timing IWAE evaluation, K={num_samples}, {iwae_examples} examples ...")
     results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device)
     if out:
-        with open(out, "w") as f:
-            json.dump({"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
-                       "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
-                       "num_samples": num_samples, "max_rows": max_rows, "groups": results}, f, indent=2)
+        write_json(out, {"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
+                         "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
+                         "num_samples": num_samples, "max_rows": max_rows, "groups": results})
     return results
 
 

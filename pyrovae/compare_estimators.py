@@ -24,8 +24,6 @@ Writes ``compare_estimators.json``, ``estimator_variance.png`` (variance and SNR
 scale) and, with training, ``estimator_training.png`` (validation ELBO against seconds).
 """
 
-import json
-import math
 import os
 import statistics
 from typing import NamedTuple
@@ -35,7 +33,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.checkpoint import atomic_write_text
 from pyrovae.data import load_dataset
 from pyrovae.equal_time import train_for
 from pyrovae.errors import CheckpointError, ConfigError
@@ -43,6 +40,7 @@ from pyrovae.estimator_figures import training_figure, variance_figure
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES, estimator, lineup
 from pyrovae.inference.gradients import bias_norm, draw_gradients, parameter_groups, z_score
+from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
 from pyrovae.memory import peak_memory
 from pyrovae.models import LIKELIHOODS
@@ -234,7 +232,7 @@ def compare_estimators(run_dir=None, config=None, out=None, estimators=None, tem
         result["training"] = _equal_time(elbos, specs, model, guide, data, config, device, seed, train_seconds,
                                          progress)
     path = os.path.join(out, REPORT)
-    atomic_write_text(path, json.dumps(_finite(result), indent=2))
+    write_json(path, result)
     figures = [variance_figure(os.path.join(out, "estimator_variance.png"), result)]
     if "training" in result:
         figures.append(training_figure(os.path.join(out, "estimator_training.png"), result))
@@ -260,14 +258,3 @@ def _equal_time(elbos, specs, model, guide, data, config, device, seed, budget, 
             module.load_state_dict(state)
         model.eval(), guide.eval()
     return {"budget_seconds": budget, "curves": curves}
-
-
-def _finite(obj):
-    """``obj`` with non-finite floats as None (JSON has no infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

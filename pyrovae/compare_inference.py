@@ -17,7 +17,6 @@ the encoder's output and from the prior N(0, I)), and the cost of each mode: sec
 of variational parameters, and peak resident memory (Linux; None elsewhere).
 """
 
-import json
 import math
 import os
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.checkpoint import atomic_write_text
+from pyrovae.jsonio import write_json
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
@@ -55,8 +54,8 @@ def _mean_se(values):
 def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=1000, lr=3e-2, split="test", seed=0,
                       batch_size=100, checkpoint="best", progress=None, num_particles=10):
     """Compute the decomposition described in the module doc for ``num_examples`` random
-    examples of ``split``; returns a :class:`Comparison` (also ``compare_inference.json`` and
-    ``compare_inference.png`` in the run directory).
+    examples of ``split``; returns a :class:`Comparison` (also ``compare_inference_{split}_{checkpoint}.json``
+    and ``.png`` in the run directory).
 
     :raises ConfigError: for a run without an encoder, or non-positive counts.
     """
@@ -140,9 +139,10 @@ def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=10
         },
         "units": "nats per datapoint; each pair is (mean, standard error)",
     }
-    path = os.path.join(run_dir, "compare_inference.json")
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-    figure = os.path.join(run_dir, "compare_inference.png")
+    stem = os.path.join(run_dir, f"compare_inference_{split}_{checkpoint}")
+    path = stem + ".json"
+    write_json(path, report)
+    figure = stem + ".png"
     _figure(figure, report)
     return Comparison(report, path, figure)
 

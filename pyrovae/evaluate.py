@@ -10,17 +10,18 @@ default), and reports, in nats per datapoint averaged over the split:
 * ``ess_mean``: the mean effective sample size of the importance weights;
 * ``khat_share_above_0.7``, ``khat_median``, ``khat_max``, ``psis_ess_mean``: PSIS k-hat of
   each datapoint's K importance weights (Yao et al. 2018); above 0.7 the datapoint's
-  estimate is unreliable. ``khat_{split}.png`` shows the histogram and the worst examples;
+  estimate is unreliable (null, with ``khat_note``, when K < 21 leaves no tail to fit).
+  ``khat_{tag}.png`` shows the histogram and the worst examples;
 * ``kl_per_dimension``, ``mutual_information``, ``collapsed``: posterior-collapse
   diagnostics (Hoffman & Johnson 2016) for Gaussian q and prior; ``collapsed`` is true when
-  the total KL(q(z|x) || p(z)) is below 0.1 nats. ``collapse_{split}.png`` plots the KL and
+  the total KL(q(z|x) || p(z)) is below 0.1 nats. ``collapse_{tag}.png`` plots the KL and
   the activity of each dimension.
 
-The same seed gives the same numbers; the result is saved as
-``eval_{split}_K{num_samples}.json`` in the run directory.
+The same seed gives the same numbers; the result is saved as ``eval_{tag}.json`` in the run
+directory, where the tag names what was evaluated (see :func:`output_tag`):
+``eval_test_best_amortized_K5000.json``. No evaluation replaces another of something else.
 """
 
-import json
 import math
 import os
 import time
@@ -29,14 +30,15 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.checkpoint import atomic_write_text
+from pyrovae.checks import check_int, check_seed
 from pyrovae.classification import classification_accuracy, clustering_scores, supervised_baseline
 from pyrovae.distributed import SINGLE
 from pyrovae.errors import ConfigError
-from pyrovae.inference.diagnostics import KHAT_THRESHOLD, mutual_information, per_dimension_kl
+from pyrovae.inference.diagnostics import KHAT_THRESHOLD, PSIS_MIN_SAMPLES, mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
+from pyrovae.jsonio import write_json
 from pyrovae.models import guide_discrete_sites
 from pyrovae.objective import labelled_subset
 from pyrovae.plots import plot_collapse, plot_khat
@@ -49,7 +51,7 @@ class Evaluation(NamedTuple):
     report: dict  #: the numbers, as written to ``path`` (see the module doc)
     path: str  #: the JSON file written in the run directory
     seconds: float  #: wall-clock time of the estimate (not in the report, which is reproducible)
-    figures: list = []  #: PNG paths: ``khat_{split}.png``, ``collapse_{split}.png``
+    figures: list = []  #: PNG paths: ``khat_{tag}.png``, ``collapse_{tag}.png``
 
 COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (posterior collapse)
 
@@ -75,11 +77,13 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     :param context: a :class:`~pyrovae.distributed.Context`; with several processes each scores
         a contiguous block of the split, rank 0 gathers the per-datapoint results and writes.
     :returns: an :class:`Evaluation` (None on ranks other than 0); its report is also written to
-        ``eval_{split}_K{K}.json``.
+        ``eval_{tag}.json`` (see :func:`output_tag`).
     :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
     """
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {num_samples}")
+    check_int("--num-samples", num_samples, 1)
+    check_int("--batch-size", batch_size, 1)
+    check_int("--refine-steps", refine_steps, 0)
+    check_seed("--seed", seed)
     if inference not in INFERENCE:
         raise ConfigError(f"unknown inference {inference!r}; valid: {', '.join(INFERENCE)}")
     config, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
@@ -129,9 +133,7 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
         "latent_dim": config.latent_dim,
         "latent_units": sum(m.shape[-1] for m in result.posterior_mean.values() if m is not None),  # all layers
         "ess_mean": float(result.ess.mean()),
-        "khat_share_above_0.7": float((result.khat > KHAT_THRESHOLD).double().mean()),
-        "khat_median": float(result.khat.median()),
-        "khat_max": float(result.khat.max()),
+        **_khat_summary(result.khat, num_samples),
         "psis_ess_mean": float(result.psis_ess.mean()),
         **collapse,
         "inference": mode,
@@ -143,15 +145,35 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     }
     if data.split(split).y is not None:
         report.update(_label_metrics(config, model, guide, data, split, loc))
-    suffix = "" if inference == "auto" else f"_{mode}" + (f"{refine_steps}" if report["refine_steps"] else "")
-    path = os.path.join(run_dir, f"eval_{split}_K{num_samples}{suffix}.json")
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-    figures = [plot_khat(os.path.join(run_dir, f"khat_{split}.png"), result.khat, x, data.image_shape)]
+    tag = output_tag(split, checkpoint, mode, report["refine_steps"], num_samples, seed)
+    path = os.path.join(run_dir, f"eval_{tag}.json")
+    write_json(path, report)
+    figures = []
+    if report["khat_median"] is not None:
+        figures.append(plot_khat(os.path.join(run_dir, f"khat_{tag}.png"), result.khat, x, data.image_shape))
     if report.get("kl_per_dimension") is not None:
         variances = next(m for m in result.posterior_mean.values() if m is not None).var(0, unbiased=False)
-        figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{split}.png"), report["kl_per_dimension"],
+        figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{tag}.png"), report["kl_per_dimension"],
                                      variances.tolist()))
     return Evaluation(report, path, seconds, figures)
+
+
+def output_tag(split, checkpoint, mode, refine_steps, num_samples, seed=0):
+    """What an evaluation evaluated, as a file-name part: ``test_best_amortized_K5000``,
+    ``test_last_refined100_K5000_seed3`` (the seed only when it is not 0)."""
+    return (f"{split}_{checkpoint}_{mode}{refine_steps or ''}_K{num_samples}"
+            + (f"_seed{seed}" if seed else ""))
+
+
+def _khat_summary(khat, num_samples):
+    """The share of datapoints with PSIS k-hat above 0.7, its median and maximum; None with the
+    reason when K is too small to fit a Pareto tail."""
+    if num_samples < PSIS_MIN_SAMPLES:
+        return {"khat_share_above_0.7": None, "khat_median": None, "khat_max": None,
+                "khat_note": f"PSIS k-hat needs K >= {PSIS_MIN_SAMPLES} importance samples to fit a Pareto tail; "
+                             f"K = {num_samples}"}
+    return {"khat_share_above_0.7": float((khat > KHAT_THRESHOLD).double().mean()),
+            "khat_median": float(khat.median()), "khat_max": float(khat.max())}
 
 
 def _label_metrics(config, model, guide, data, split, loc):

@@ -18,7 +18,6 @@ a baseline that fills each pixel with its training mean (the likelihood at the m
 value, independent of the observed pixels).
 """
 
-import json
 import os
 from typing import NamedTuple
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.checkpoint import atomic_write_text
+from pyrovae.jsonio import write_json
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
@@ -71,7 +70,7 @@ def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example
                device="cpu", progress=None):
     """Impute hidden pixels of ``num_examples`` random images of ``split``; see the module doc.
 
-    :returns: an :class:`Imputation`; its report is written to ``impute_{mask}_{method}.json``.
+    :returns: an :class:`Imputation`; its report is written to ``impute_{split}_{checkpoint}_{mask}_{method}.json``.
     :raises ConfigError: for an unknown mask or method, or a bad fraction or count.
     :raises CheckpointError, DataError: for a bad run directory or unreadable data.
     """
@@ -138,9 +137,10 @@ def impute_run(run_dir, mask="random", missing_fraction=0.5, method="per-example
     if binary:
         report["missing_error"] = sums["err"] / pixels
         report["baseline_missing_error"] = sums["err_base"] / pixels
-    stem = f"impute_{mask}_{method}"
+    report["checkpoint"] = checkpoint
+    stem = f"impute_{split}_{checkpoint}_{mask}_{method}"
     path = os.path.join(run_dir, stem + ".json")
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    write_json(path, report)
     figure = os.path.join(run_dir, stem + ".png")
     _figure(figure_rows, data.image_shape, figure, report)
     return Imputation(report, path, figure)

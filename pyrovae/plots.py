@@ -19,7 +19,6 @@ Image figures need an image shape (square images, or the dataset's own); without
 ``latent.png`` and ``curves.png`` are written.
 """
 
-import json
 import os
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 
 from pyrovae.figure import subplots
 from pyrovae.inference.marginal import log_weights
+from pyrovae.jsonio import read_jsonl
 from pyrovae.models import guide_discrete_sites
 from pyrovae.rundir import METRICS
 
@@ -81,11 +81,7 @@ def _save_image(path, array, title):
 
 
 def _curves(run_dir, path):
-    metrics_path = os.path.join(run_dir, METRICS)
-    if not os.path.exists(metrics_path):
-        return None
-    with open(metrics_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(os.path.join(run_dir, METRICS))  # a torn last line is dropped with a warning
     if not rows:
         return None
     fig, ax = subplots(figsize=(5, 3.5))

@@ -11,11 +11,10 @@ For a few random test examples, NUTS draws p(z | x) with the decoder fixed
 Per example and guide: ``mean_error`` = ||E_q[z] - E_nuts[z]||, ``cov_error`` = Frobenius
 norm of Cov_q - Cov_nuts, ``energy_distance`` between q's and the NUTS draws (Szekely &
 Rizzo 2013, computed by ``dcor.energy_distance``), and PSIS ``khat`` of q's importance
-weights. Output: a table on stdout, ``posterior_check.json`` and, for a 2-D latent,
-``posterior_check.png`` (guide density contours over the NUTS draws).
+weights. Output: a table on stdout, ``posterior_check_{split}_{checkpoint}.json`` and, for a 2-D
+latent, ``posterior_check_{split}_{checkpoint}.png`` (guide density contours over the NUTS draws).
 """
 
-import json
 import os
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import dcor
 import numpy as np
 import torch
 
-from pyrovae.checkpoint import atomic_write_text
+from pyrovae.jsonio import write_json
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
@@ -110,11 +109,13 @@ def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, war
     report = {"split": split, "num_chains": num_chains, "num_samples": num_samples, "warmup_steps": warmup_steps,
               "fit_steps": fit_steps, "seed": seed, "r_hat_max": max(r["r_hat_max"] for r in rows),
               "ess_bulk_min": min(r["ess_bulk_min"] for r in rows), "examples": rows}
-    path = os.path.join(run_dir, "posterior_check.json")
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    report["checkpoint"] = checkpoint
+    stem = os.path.join(run_dir, f"posterior_check_{split}_{checkpoint}")
+    path = stem + ".json"
+    write_json(path, report)
     figure = None
     if D == 2:
-        figure = os.path.join(run_dir, "posterior_check.png")
+        figure = stem + ".png"
         _figure(figure, draws, guide_draws, guides, rows)
     return PosteriorCheck(report, path, figure)
 

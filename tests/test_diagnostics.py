@@ -78,8 +78,8 @@ def test_evaluate_reports_khat_and_collapse(run_2d, capsys):
     assert 0 <= report["khat_share_above_0.7"] <= 1 and report["khat_median"] <= report["khat_max"]
     assert len(report["kl_per_dimension"]) == 2 and report["collapsed"] is False
     assert "PSIS k-hat:" in captured.err and "posterior collapse: no" in captured.err
-    assert (run_2d / "khat_test.png").stat().st_size > 1000
-    assert (run_2d / "collapse_test.png").stat().st_size > 1000
+    assert (run_2d / "khat_test_best_amortized_K200.png").stat().st_size > 1000
+    assert (run_2d / "collapse_test_best_amortized_K200.png").stat().st_size > 1000
 
 
 def test_posterior_check_command(run_2d, capsys):
@@ -88,9 +88,9 @@ def test_posterior_check_command(run_2d, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "max R-hat" in out and out.count("flow") == 2
-    report = json.loads((run_2d / "posterior_check.json").read_text())
+    report = json.loads((run_2d / "posterior_check_test_best.json").read_text())
     assert len(report["examples"]) == 2
     for row in report["examples"]:
         for name in ("amortized", "per-example", "flow"):
             assert all(math.isfinite(row[name][k]) for k in ("mean_error", "cov_error", "energy_distance"))
-    assert (run_2d / "posterior_check.png").stat().st_size > 1000
+    assert (run_2d / "posterior_check_test_best.png").stat().st_size > 1000

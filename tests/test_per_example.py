@@ -72,7 +72,7 @@ def test_evaluate_inference_modes(amortized_run, capsys):
         report = json.loads(capsys.readouterr().out)
         assert report["inference"] == mode
         elbos[mode] = report["elbo"]
-    assert (amortized_run / "eval_test_K50_refined30.json").exists()
+    assert (amortized_run / "eval_test_best_refined30_K50.json").exists()
     assert elbos["refined"] > elbos["amortized"]  # refinement from the encoder helps
 
 
@@ -82,10 +82,10 @@ def test_compare_inference_command(amortized_run, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "amortization gap" in out and "approximation gap" in out
-    report = json.loads((amortized_run / "compare_inference.json").read_text())
+    report = json.loads((amortized_run / "compare_inference_test_best.json").read_text())
     assert report["elbo_q"][0] <= report["elbo_qstar"][0] <= report["log_likelihood"][0]
     assert report["amortization_gap"][1] > 0 and len(report["refinement_curve"]["from_scratch"]) == 8
-    assert (amortized_run / "compare_inference.png").stat().st_size > 1000
+    assert (amortized_run / "compare_inference_test_best.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("local_steps", ["0", "2"])
@@ -93,7 +93,7 @@ def test_train_per_example_guide(tmp_path, capsys, local_steps):
     out = tmp_path / "run"
     assert cli.main(["train", "--guide", "per-example", "--local-steps", local_steps, "--epochs", "3",
                      "--latent-dim", "4", "--hidden", "32", "--eval-num-samples", "20", "--out", str(out)]) == 0
-    report = json.loads((out / "eval_test_K20.json").read_text())
+    report = json.loads((out / "eval_test_best_per-example100_K20.json").read_text())
     assert report["inference"] == "per-example" and report["refine_steps"] == 100  # fitted on the test split
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--split", "train", "--num-samples", "10"]) == 0

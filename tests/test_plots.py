@@ -62,7 +62,7 @@ def test_impute_command(digits_run, capsys, mask, method):
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "mean-fill baseline" in text
-    report = json.loads((out / f"impute_{mask}_{method}.json").read_text())
+    report = json.loads((out / f"impute_test_best_{mask}_{method}.json").read_text())
     assert report["num_examples"] == 30 and report["mask"] == mask
     expected_fraction = 0.5 if mask == "bottom" else None
     if expected_fraction:
@@ -70,13 +70,13 @@ def test_impute_command(digits_run, capsys, mask, method):
     for key in ("missing_log_likelihood", "baseline_missing_log_likelihood", "missing_error", "missing_mse"):
         assert np.isfinite(report[key])
     assert report["missing_log_likelihood"] < 0 and 0 <= report["missing_error"] <= 1
-    _assert_png(out / f"impute_{mask}_{method}.png")
+    _assert_png(out / f"impute_test_best_{mask}_{method}.png")
 
 
 def test_impute_bad_options(digits_run, tmp_path, capsys):
     out, _ = digits_run
     assert cli.main(["impute", str(out), "--missing-fraction", "1.5"]) == 2
-    assert "strictly between 0 and 1" in capsys.readouterr().err
+    assert "--missing-fraction: the value must be a number in (0, 1), got 1.5" in capsys.readouterr().err
     path = tmp_path / "x.npy"
     np.save(path, (np.random.default_rng(0).random((50, 10)) > 0.5).astype(np.float32))
     train(TrainConfig(data=str(path), latent_dim=3, batch_size=10, **SMALL), str(tmp_path / "run"), progress=False)

@@ -124,7 +124,7 @@ def test_a_prior_in_a_users_file_trains_and_its_run_rebuilds_in_new_processes(tm
     # new processes, another working directory: the saved import string rebuilds the prior
     evaluate = _run(["evaluate", str(run), "--num-samples", "10"], cwd=tmp_path)
     assert evaluate.returncode == 0, evaluate.stderr
-    assert json.loads((run / "eval_test_K10.json").read_text())["log_likelihood"] < 0
+    assert json.loads((run / "eval_test_best_amortized_K10.json").read_text())["log_likelihood"] < 0
     plot = _run(["plot", str(run)], cwd=tmp_path)
     assert plot.returncode == 0 and "samples.png" in plot.stdout, plot.stderr
     resume = _run(["train", "--out", str(run), "--resume", "--epochs", "2", "--eval-num-samples", "10"], cwd=tmp_path)
