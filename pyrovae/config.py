@@ -2,9 +2,9 @@
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 
+from pyrovae.checks import check_float, check_int, check_seed
 from pyrovae.errors import ConfigError
 
 # keys that config.json records beside the options, derived from them (not options):
@@ -62,30 +62,33 @@ class TrainConfig:
     eval_num_samples: int = 5000  # K of the IWAE estimate of log p(x) (Burda et al. 2016 use 5000)
 
     def __post_init__(self):
-        self.hidden = tuple(self.hidden)
+        if isinstance(self.hidden, (list, tuple)):
+            self.hidden = tuple(self.hidden)
 
-    def validate(self):
-        """:raises ConfigError: for a non-positive size, rate or count, naming the option."""
-        positive = {
-            "latent_dim": self.latent_dim, "epochs": self.epochs, "batch_size": self.batch_size,
-            "num_particles": self.num_particles, "lr": self.lr, "local_lr": self.local_lr,
-            "num_classes": self.num_classes, "temperature": self.temperature,
-            "temperature_min": self.temperature_min,
-        }
-        for name, value in positive.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("num_labels", "aux_weight", "anneal_rate"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.local_steps < 0:
-            raise ConfigError(f"--local-steps must be >= 0, got {self.local_steps}")
-        if self.patience < 1:
-            raise ConfigError(f"--patience must be at least 1, got {self.patience}")
-        if self.eval_num_samples < 0:
-            raise ConfigError(f"--eval-num-samples must be >= 0 (0 skips), got {self.eval_num_samples}")
+    def validate(self, source=None):
+        """Check every option's type and range.
+
+        :param source: the file the options were read from; errors then name it and the key
+            (``R/config.json: key "latent_dim" ...``) rather than a command-line option.
+        :raises ConfigError: naming the option (or the file and key), what it must be, and the value.
+        """
+        def name(key):
+            return f"--{key.replace('_', '-')}" if source is None else f'{source}: key "{key}"'
+
+        for f in dataclasses.fields(self):
+            _check_type(name(f.name), getattr(self, f.name), f.type)
+        for key in ("latent_dim", "epochs", "batch_size", "num_particles", "num_classes", "patience"):
+            check_int(name(key), getattr(self, key), 1)
+        for key in ("num_labels", "local_steps", "eval_num_samples"):
+            check_int(name(key), getattr(self, key), 0)
+        for key in ("lr", "local_lr", "temperature", "temperature_min"):
+            check_float(name(key), getattr(self, key), 0, low_open=True)
+        for key in ("aux_weight", "anneal_rate"):
+            check_float(name(key), getattr(self, key), 0)
+        for key in ("seed", "split_seed"):
+            check_seed(name(key), getattr(self, key))
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+            raise ConfigError(f"{name('device')} must be cpu or cuda, got {self.device!r}")
         return self
 
     def to_dict(self):
@@ -94,19 +97,25 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d):
-        """:raises ConfigError: for keys that are not options."""
+    def from_dict(cls, d, source=None):
+        """:param source: the file ``d`` was read from, named in errors.
+        :raises ConfigError: for keys that are not options, and values of the wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(names)}")
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}unknown configuration keys {unknown}; valid keys: {sorted(names)}")
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                _check_type(f"--{f.name.replace('_', '-')}" if source is None else f'{source}: key "{f.name}"',
+                            d[f.name], f.type)
         return cls(**d)
 
     def save(self, path, **record):
         """Write the options as JSON, with ``record``: facts derived from them (see :data:`RECORDED`)."""
-        from pyrovae.checkpoint import atomic_write_text
+        from pyrovae.jsonio import write_json
 
-        atomic_write_text(path, json.dumps({**self.to_dict(), **record}, indent=2) + "\n")
+        write_json(path, {**self.to_dict(), **record})
 
     @classmethod
     def load(cls, path):
@@ -118,4 +127,28 @@ class TrainConfig:
             raise ConfigError(f"could not read the run's configuration {path}: {err}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a JSON object of options")
-        return cls.from_dict({k: v for k, v in d.items() if k not in RECORDED})
+        return cls.from_dict({k: v for k, v in d.items() if k not in RECORDED}, source=path).validate(source=path)
+
+
+_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object of options",
+          tuple: "a list of positive integers (hidden layer widths)"}
+
+
+def _check_type(name, value, kind):
+    """:raises ConfigError: if ``value`` is not of the field type ``kind`` (int, float, str,
+    ``str | None``, bool, dict, or tuple of positive ints)."""
+    optional = kind not in _TYPES  # str | None
+    if optional and value is None:
+        return
+    kind = str if optional else kind
+    ok = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        bool: lambda v: isinstance(v, bool),
+        dict: lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+        tuple: lambda v: isinstance(v, (list, tuple)) and all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in v),
+    }[kind](value)
+    if not ok:
+        raise ConfigError(f"{name} must be {_TYPES[kind]}{' or null' if optional else ''}, got {value!r}")

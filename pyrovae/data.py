@@ -140,6 +140,11 @@ def _check_array(x, source):
     elif x.ndim == 2:
         side = int(round(np.sqrt(x.shape[1])))
         image_shape = (side, side) if side * side == x.shape[1] else None
+        rows = int(round(np.sqrt(x.shape[0])))
+        if image_shape is None and rows * rows == x.shape[0] and 10 <= x.shape[0] < x.shape[1]:
+            raise DataError(f"{source}: shape {x.shape} reads as {x.shape[0]} examples of {x.shape[1]} pixels, but the "
+                            f"rows look like pixels ({x.shape[0]} = {rows}x{rows}): transpose it (x.T) so that each "
+                            "row is one example")
     else:
         raise DataError(f"{source}: expected an array of shape (N, P) or (N, H, W), got shape {x.shape}")
     x = x.astype(np.float32)
@@ -151,6 +156,19 @@ def _check_array(x, source):
         bad = np.argwhere(~np.isfinite(x))[0]
         raise DataError(f"{source}: non-finite value {x[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
     return x, image_shape
+
+
+def _check_labels(y, n, source):
+    """Validate labels for ``n`` examples; returns them as int64 (n,)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{source}: expected one label per example, shape ({n},), got shape {y.shape}")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"{source}: expected integer class labels 0, 1, 2, ..., got dtype {y.dtype}")
+    if not np.isfinite(y).all() or (y != np.round(y)).any() or (y < 0).any():
+        bad = int(np.argwhere(~np.isfinite(y) | (y != np.round(y)) | (y < 0))[0, 0])
+        raise DataError(f"{source}: labels must be integers >= 0, found {y[bad].item()!r} at position {bad}")
+    return y.astype(np.int64)
 
 
 def _check_unit_interval(x, source):
@@ -229,6 +247,13 @@ def load_array(path, binary=True, split_seed=0):
     ``x_valid``, ``x_test`` (optional labels ``y`` / ``y_train``...)."""
     if not os.path.isfile(path):
         raise DataError(f"--data {path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"\x93NUMPY", b"PK")):  # the .npy magic string, a .npz (zip) archive
+        what = ("pickled data, which is refused" if head[:1] == b"\x80" else
+                f"no NumPy array (it begins {head!r}; a .npy starts with \\x93NUMPY, a .npz is a zip archive)")
+        raise DataError(f"could not read {path}: the file holds {what}; save the array with numpy.save or "
+                        "numpy.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
@@ -251,6 +276,8 @@ def load_array(path, binary=True, split_seed=0):
         checked[key], image_shape = _check_array(arr, f"{path} [{key}]")
         if binary:
             _check_unit_interval(checked[key], f"{path} [{key}]")
+    labels = {k: _check_labels(y, len(checked[k]), f"{path} [{'y' if k == 'x' else 'y_' + k}]")
+              for k, y in labels.items()}
     if "x" in checked:
         splits = _seeded_split(checked["x"], labels.get("x"), split_seed)
     else:
