@@ -17,7 +17,8 @@ import torch
 
 from pyrovae.errors import CheckpointError
 
-__all__ = ["atomic_write_text", "save_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state"]
+__all__ = ["atomic_write_text", "save_checkpoint", "load_checkpoint", "describe_mismatch", "get_rng_state",
+           "set_rng_state"]
 
 FORMAT_VERSION = 1
 
@@ -75,6 +76,15 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint of format version {FORMAT_VERSION}")
     return state
+
+
+def describe_mismatch(err):
+    """One line for an error of ``load_state_dict`` (or a missing key): its first difference,
+    and how many more there are. PyTorch's message lists one difference per line."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    details = [line for line in lines[1:] if line] or lines[:1] or [type(err).__name__]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{type(err).__name__}: {details[0].rstrip('.')}{more}"
 
 
 def get_rng_state(data_generator):

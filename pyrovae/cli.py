@@ -8,12 +8,18 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
+import warnings
 
+from pyrovae.checks import check_float, check_int, check_seed
 from pyrovae.config import TrainConfig
-from pyrovae.errors import ConfigError, PyrovaeError
+from pyrovae.errors import ConfigError, Interrupted, PyrovaeError
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES
+from pyrovae.jsonio import dumps
 from pyrovae.nets import parse_hidden
 from pyrovae.registry import absolute_import_string
 from pyrovae.rundir import CONFIG
@@ -84,6 +90,28 @@ def _component_options(opt):
                  "(values: numbers, true/false, lists as 16,32; checked against the constructor)")
 
 
+def _number(check, convert=int, **bounds):
+    """An argparse type: ``convert`` the text, then ``check`` it (see :mod:`pyrovae.checks`)."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check("the value", value, **bounds)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+POSITIVE = _number(check_int, minimum=1)
+NONNEGATIVE = _number(check_int, minimum=0)
+SEED = _number(check_seed)
+POSITIVE_FLOAT = _number(check_float, float, low=0, low_open=True)
+NONNEGATIVE_FLOAT = _number(check_float, float, low=0)
+
+
 def _hidden(text):
     try:
         return parse_hidden(text)
@@ -96,7 +124,7 @@ def _run_options(p, split=True, seed=True, device=True):
     if split:
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers")
+        p.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same numbers")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     if device:
         p.add_argument("--device", default="cpu")
@@ -156,12 +184,13 @@ def _evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="estimate log p(x) (IWAE), the ELBO and active units of a run",
                        description="Per-datapoint IWAE log-likelihood (Burda et al. 2016, eq. 8) of a saved run.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--num-samples", type=int, default=5000, help="K importance samples per datapoint (default 5000)")
-    p.add_argument("--batch-size", type=int, default=100, help="examples per chunk (default 100)")
+    p.add_argument("--num-samples", type=POSITIVE, default=5000,
+                   help="K importance samples per datapoint (default 5000; PSIS k-hat needs K >= 21)")
+    p.add_argument("--batch-size", type=POSITIVE, default=100, help="examples per chunk (default 100)")
     p.add_argument("--inference", default="auto", choices=["auto", "amortized", "refined", "per-example"],
                    help="q for the split: the run's guide (auto), the encoder, the encoder refined for "
                         "--refine-steps, or per-example Gaussians fitted from the prior")
-    p.add_argument("--refine-steps", type=int, default=100, help="steps of refined / per-example (default 100)")
+    p.add_argument("--refine-steps", type=NONNEGATIVE, default=100, help="steps of refined / per-example (default 100)")
     _run_options(p)
     return p
 
@@ -181,12 +210,14 @@ def _impute_parser(sub):
                        description="Missing-pixel imputation against a mean-fill baseline (see pyrovae.impute).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--mask", default="random", choices=MASKS, help="which pixels to hide (default random)")
-    p.add_argument("--missing-fraction", type=float, default=0.5, help="share hidden by --mask random (default 0.5)")
+    p.add_argument("--missing-fraction", type=_number(check_float, float, low=0, high=1, low_open=True,
+                                                      high_open=True), default=0.5,
+                   help="share hidden by --mask random (default 0.5)")
     p.add_argument("--method", default="per-example", choices=METHODS,
                    help="per-example: refine from the encoder on the masked ELBO (default); encoder: q as is")
-    p.add_argument("--steps", type=int, default=200, help="refinement steps of per-example (default 200)")
-    p.add_argument("--num-examples", type=int, default=1000, help="random images of the split (default 1000)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples per image (default 1000)")
+    p.add_argument("--steps", type=NONNEGATIVE, default=200, help="refinement steps of per-example (default 200)")
+    p.add_argument("--num-examples", type=POSITIVE, default=1000, help="random images of the split (default 1000)")
+    p.add_argument("--num-samples", type=POSITIVE, default=1000, help="importance samples per image (default 1000)")
     _run_options(p)
     return p
 
@@ -196,11 +227,12 @@ def _posterior_check_parser(sub):
                        description="NUTS reference posterior for a few test examples; errors of the amortized, "
                                    "per-example and flow guides (see pyrovae.posterior_check).")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--num-examples", type=int, default=4, help="random examples of the split (default 4)")
-    p.add_argument("--num-chains", type=int, default=4, help="NUTS chains, run one after another (default 4)")
-    p.add_argument("--num-samples", type=int, default=1000, help="NUTS draws per chain (default 1000)")
-    p.add_argument("--warmup-steps", type=int, default=500, help="NUTS warm-up steps per chain (default 500)")
-    p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps fitting each per-example guide")
+    p.add_argument("--num-examples", type=POSITIVE, default=4, help="random examples of the split (default 4)")
+    p.add_argument("--num-chains", type=POSITIVE, default=4, help="NUTS chains, run one after another (default 4)")
+    p.add_argument("--num-samples", type=_number(check_int, minimum=4), default=1000,
+                   help="NUTS draws per chain (default 1000)")
+    p.add_argument("--warmup-steps", type=NONNEGATIVE, default=500, help="NUTS warm-up steps per chain (default 500)")
+    p.add_argument("--fit-steps", type=POSITIVE, default=1000, help="Adam steps fitting each per-example guide")
     _run_options(p, device=False)
     return p
 
@@ -210,10 +242,11 @@ def _compare_inference_parser(sub):
                        description="Amortized vs per-example inference on a trained run: log p(x), L[q*], L[q], "
                                    "the gaps, refinement curves and cost (see pyrovae.compare_inference).")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--num-examples", type=int, default=1000, help="random examples of the split (default 1000)")
-    p.add_argument("--num-samples", type=int, default=5000, help="K for log p(x) and the ELBOs (default 5000)")
-    p.add_argument("--fit-steps", type=int, default=1000, help="Adam steps optimizing q* (default 1000)")
-    p.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate of the per-example fits (default 3e-2)")
+    p.add_argument("--num-examples", type=POSITIVE, default=1000, help="random examples of the split (default 1000)")
+    p.add_argument("--num-samples", type=POSITIVE, default=5000, help="K for log p(x) and the ELBOs (default 5000)")
+    p.add_argument("--fit-steps", type=POSITIVE, default=1000, help="Adam steps optimizing q* (default 1000)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-2,
+                   help="Adam learning rate of the per-example fits (default 3e-2)")
     _run_options(p, device=False)
     return p
 
@@ -221,12 +254,13 @@ def _compare_inference_parser(sub):
 def _bench_parser(sub):
     p = sub.add_parser("bench", help="training steps and IWAE evaluation against hand-written PyTorch, one run",
                        description="Benchmark against hand-written PyTorch references (see pyrovae.bench).")
-    p.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed steps per row first (default 20)")
-    p.add_argument("--repeats", type=int, default=10, help="timed blocks per row; medians are reported (default 10)")
-    p.add_argument("--iwae-examples", type=int, help="examples in the IWAE evaluation (default 100 on CPU, "
+    p.add_argument("--steps", type=POSITIVE, default=50, help="steps per timed block (default 50)")
+    p.add_argument("--warmup", type=NONNEGATIVE, default=20, help="untimed steps per row first (default 20)")
+    p.add_argument("--repeats", type=POSITIVE, default=10,
+                   help="timed blocks per row; medians are reported (default 10)")
+    p.add_argument("--iwae-examples", type=POSITIVE, help="examples in the IWAE evaluation (default 100 on CPU, "
                    "10,000 on CUDA)")
-    p.add_argument("--num-samples", type=int, default=5000, help="K of the IWAE evaluation (default 5000)")
+    p.add_argument("--num-samples", type=POSITIVE, default=5000, help="K of the IWAE evaluation (default 5000)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     return p
@@ -245,10 +279,11 @@ def _compare_estimators_parser(sub):
     p.add_argument("--temperatures", type=_floats, default=DEFAULT_TEMPERATURES,
                    help="relaxed-T temperatures of the default lineup for discrete latents (default "
                         f"{','.join(f'{t:g}' for t in DEFAULT_TEMPERATURES)})")
-    p.add_argument("--num-draws", type=int, default=200, help="R gradient draws per estimator (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="draws discarded first, for baselines (default 20)")
-    p.add_argument("--batch-size", type=int, default=100, help="B, the fixed minibatch (default 100)")
-    p.add_argument("--train-seconds", type=float, default=0.0,
+    p.add_argument("--num-draws", type=_number(check_int, minimum=2), default=200,
+                   help="R gradient draws per estimator (default 200)")
+    p.add_argument("--warmup", type=NONNEGATIVE, default=20, help="draws discarded first, for baselines (default 20)")
+    p.add_argument("--batch-size", type=POSITIVE, default=100, help="B, the fixed minibatch (default 100)")
+    p.add_argument("--train-seconds", type=NONNEGATIVE_FLOAT, default=0.0,
                    help="equal-time training: seconds of steps per estimator (default 0: skip)")
     p.add_argument("--out", help="folder for the report and figures (default RUN_DIR; needed for a fresh model)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
@@ -353,10 +388,13 @@ def cmd_evaluate(args):
                       checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size,
                       inference=args.inference, refine_steps=args.refine_steps)
     r = ev.report
-    print(json.dumps(r, indent=2))
-    print(f"PSIS k-hat: {r['khat_share_above_0.7']:.1%} of {r['num_examples']} datapoints above 0.7 "
-          f"(median {r['khat_median']:.2f}, max {r['khat_max']:.2f}); estimates there are unreliable",
-          file=sys.stderr)
+    print(dumps(r))
+    if r["khat_median"] is None:
+        print(f"PSIS k-hat: not computed ({r.get('khat_note', 'no finite k-hat')})", file=sys.stderr)
+    else:
+        print(f"PSIS k-hat: {r['khat_share_above_0.7']:.1%} of {r['num_examples']} datapoints above 0.7 "
+              f"(median {r['khat_median']:.2f}, max {r['khat_max']:.2f}); estimates there are unreliable",
+              file=sys.stderr)
     if r.get("collapsed"):
         print(f"warning: posterior collapse: total KL(q(z|x) || p(z)) is {sum(r['kl_per_dimension']):.3f} nats, "
               f"q ignores x", file=sys.stderr)
@@ -451,11 +489,6 @@ def cmd_compare_inference(args):
 def cmd_bench(args):
     from pyrovae.bench import print_table, run_bench
 
-    for name in ("steps", "repeats", "num_samples"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.warmup < 0 or (args.iwae_examples is not None and args.iwae_examples < 1):
-        raise ConfigError("--warmup must be >= 0 and --iwae-examples positive")
     results = run_bench(steps=args.steps, warmup=args.warmup, repeats=args.repeats, iwae_examples=args.iwae_examples,
                         num_samples=args.num_samples, device=args.device, out=args.json,
                         progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -526,14 +559,45 @@ COMMANDS = {"bench": cmd_bench, "compare-estimators": cmd_compare_estimators, "t
             "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference}
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"pyrovae: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status (0, 1 for a diverged run, 2 for an error the user
+    can fix, 130 after SIGINT or SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error argparse printed
+        return done.code
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM, like Ctrl-C, says what was kept
+        signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return COMMANDS[args.command](args)
+    except Interrupted as err:
+        print(f"pyrovae: {err}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt as err:
+        name = str(err) or "SIGINT"
+        print(f"pyrovae: {name}: {args.command} stopped; its files are written whole or not at all, so nothing "
+              f"half-written was kept; run it again with: pyrovae {shlex.join(argv)}", file=sys.stderr)
+        return 130
+    except OSError as err:  # outside a run directory's own handling: still one line, naming the path
+        print(f"pyrovae: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        return 2
     except PyrovaeError as err:
         from pyrovae.train import TrainingDiverged
 
         print(f"pyrovae: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, TrainingDiverged) else 2
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)

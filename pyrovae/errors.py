@@ -5,7 +5,8 @@ its message on one line and exits with status 2. The subclasses also derive
 from the matching built-in type so ``except ValueError`` keeps working.
 """
 
-__all__ = ["PyrovaeError", "DataError", "ConfigError", "CheckpointError", "UnknownNameError"]
+__all__ = ["PyrovaeError", "DataError", "ConfigError", "CheckpointError", "StorageError", "UnknownNameError",
+           "Interrupted"]
 
 
 class PyrovaeError(Exception):
@@ -29,3 +30,16 @@ class UnknownNameError(PyrovaeError, KeyError):
 
     def __str__(self):  # KeyError would quote the message
         return str(self.args[0])
+
+
+class StorageError(PyrovaeError):
+    """Reading or writing a file failed (a full disk, a read-only folder, a path under a file);
+    the message names the path and says which checkpoint is intact."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a command; the message says what was kept and how to continue.
+    A ``KeyboardInterrupt``, so code that catches Ctrl-C keeps working."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else "interrupted"

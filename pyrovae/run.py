@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 
 from pyrovae.build import build_model_and_guide
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae.checkpoint import describe_mismatch, load_checkpoint
 from pyrovae.config import TrainConfig
 from pyrovae.data import load_dataset
 from pyrovae.errors import CheckpointError, ConfigError
@@ -48,7 +48,8 @@ def load_run(run_dir, checkpoint="best", device="cpu", data=None):
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
     except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"the checkpoint in {run_dir} does not fit its {CONFIG}: {err}") from None
+        raise CheckpointError(f"the checkpoint in {run_dir} does not fit its {CONFIG}: "
+                              f"{describe_mismatch(err)}") from None
     model.to(device).eval()
     guide.to(device).eval()
     return LoadedRun(config, model, guide, state, data)

@@ -8,13 +8,13 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.runlock import LOCK
 
-__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "RUN_FILES", "prepare_run_dir", "RESUMABLE"]
+__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
 
 CONFIG, LAST, BEST, METRICS = "config.json", "last.pt", "best.pt", "metrics.jsonl"
 # the files pyrovae writes into a run directory; --overwrite removes these and nothing else
 RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, ".tmp-*", "eval_*.json", "impute_*.json", "impute_*.png",
-             "compare_inference.json", "compare_inference.png", "compare_estimators.json", "estimator_*.png",
-             "posterior_check.json", "posterior_check.png", "khat_*.png", "collapse_*.png", "curves.png",
+             "compare_inference*.json", "compare_inference*.png", "compare_estimators.json", "estimator_*.png",
+             "posterior_check*.json", "posterior_check*.png", "khat_*.png", "collapse_*.png", "curves.png",
              "latent.png", "samples.png", "reconstructions.png", "interpolations.png", "traversals.png")
 # options a resumed run may change: they do not alter what was already computed
 RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit")
@@ -47,14 +47,32 @@ def _check_run(out):
     return names
 
 
+def unstarted(out):
+    """True if ``out`` holds a run that failed before its first checkpoint: its configuration
+    and at most a metrics line and partial writes, no ``last.pt`` or ``best.pt``. Such a folder
+    is reused by a rerun or ``--resume`` without ``--overwrite``: nothing in it was trained."""
+    if not os.path.isdir(out) or not os.path.isfile(os.path.join(out, CONFIG)):
+        return False
+    names = set(os.listdir(out))
+    return not names & {LAST, BEST} and all(n in (CONFIG, LOCK, METRICS) or n.startswith(".tmp-") for n in names)
+
+
+def _clear(out, names):
+    for name in names:
+        if name != LOCK:  # held by this process
+            os.unlink(os.path.join(out, name))
+
+
 def prepare_run_dir(out, config, resume=False, overwrite=False, lock=None, **record):
     """Create ``out`` for a new run, or check it for ``--resume``.
 
     :param lock: a :class:`~pyrovae.runlock.RunLock`, taken before anything in ``out`` is read or
         changed, and held by the caller for as long as it writes the run.
     :param record: facts written beside the options in a new run's ``config.json``.
-    :returns: the configuration to train with: ``config`` for a new run; for a resumed run
-        the saved one, updated with the options in :data:`RESUMABLE`.
+    :returns: ``(config, resumed)``: the configuration to train with (``config`` for a new run;
+        for a resumed run the saved one, updated with the options in :data:`RESUMABLE`), and
+        whether training continues from ``last.pt``. A run that failed before its first
+        checkpoint (:func:`unstarted`) starts again from the beginning, with or without ``resume``.
     :raises CheckpointError: if ``out`` exists and is not empty without ``--resume`` or
         ``--overwrite``; if ``--overwrite`` finds something there that is not a pyrovae run, or
         files that are not the run's (:data:`RUN_FILES`); if another process holds the lock; if
@@ -67,7 +85,8 @@ def prepare_run_dir(out, config, resume=False, overwrite=False, lock=None, **rec
             raise CheckpointError("--resume and --overwrite contradict each other; pass one")
         if lock is not None and os.path.isdir(out):
             lock.acquire(out)
-        if not os.path.isfile(os.path.join(out, CONFIG)) or not os.path.isfile(os.path.join(out, LAST)):
+        fresh = unstarted(out)
+        if not fresh and (not os.path.isfile(os.path.join(out, CONFIG)) or not os.path.isfile(os.path.join(out, LAST))):
             raise CheckpointError(f"--resume: {out} holds no run ({CONFIG} and {LAST} expected)")
         saved = TrainConfig.load(os.path.join(out, CONFIG))
         new, old = config.to_dict(), saved.to_dict()
@@ -77,11 +96,13 @@ def prepare_run_dir(out, config, resume=False, overwrite=False, lock=None, **rec
                 f"--resume: the options differ from {os.path.join(out, CONFIG)} ({'; '.join(diff)}); "
                 "resume with the saved options, or start a new run with another --out"
             )
-        for name in os.listdir(out):  # partial writes of a process killed mid-checkpoint
-            if name.startswith(".tmp-"):
-                os.unlink(os.path.join(out, name))
-        return TrainConfig.from_dict({**old, **{k: new[k] for k in RESUMABLE}})
-    if exists:
+        _clear(out, [n for n in os.listdir(out) if n.startswith(".tmp-") or (fresh and n == METRICS)])
+        return TrainConfig.from_dict({**old, **{k: new[k] for k in RESUMABLE}}), not fresh
+    if unstarted(out):  # nothing was trained here: start again
+        if lock is not None:
+            lock.acquire(out)
+        _clear(out, os.listdir(out))
+    elif exists:
         if not overwrite:
             raise CheckpointError(
                 f"run directory {out} already exists and is not empty; pass --resume to continue it, "
@@ -90,11 +111,9 @@ def prepare_run_dir(out, config, resume=False, overwrite=False, lock=None, **rec
         _check_run(out)  # before the lock file is written into the folder
         if lock is not None:
             lock.acquire(out)
-        for name in _check_run(out):
-            if name != LOCK:  # held by this process
-                os.unlink(os.path.join(out, name))
+        _clear(out, _check_run(out))
     os.makedirs(out, exist_ok=True)
     if lock is not None:
         lock.acquire(out)
     config.save(os.path.join(out, CONFIG), **record)
-    return config
+    return config, False

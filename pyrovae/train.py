@@ -7,12 +7,12 @@ that updates no parameter, a line in ``metrics.jsonl`` and checkpoints
 atomically. A NaN or infinite loss stops training and keeps the last good checkpoint.
 """
 
-import json
 import math
 import os
 import random
 import sys
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -21,20 +21,22 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pyrovae.checkpoint import (atomic_write_text, describe_mismatch, get_rng_state, load_checkpoint, save_checkpoint,
+                                set_rng_state)
 from pyrovae.data import batches, load_dataset
 from pyrovae.distributed import (SINGLE, DataParallelObjective, check_data_parallel, setup, shard_batches, shard_state,
                                  whole_state)
-from pyrovae.errors import ConfigError, PyrovaeError
+from pyrovae.errors import CheckpointError, ConfigError, Interrupted, PyrovaeError, StorageError
 from pyrovae.inference.kl import kl_terms
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
+from pyrovae.jsonio import dumps, read_jsonl
 from pyrovae.local import private_param_store
 from pyrovae.models import LIKELIHOODS
 from pyrovae.objective import make_objective
 from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
-from pyrovae.rundir import BEST, LAST, METRICS, prepare_run_dir
+from pyrovae.rundir import BEST, CONFIG, LAST, METRICS, prepare_run_dir
 from pyrovae.runlock import RunLock
 from pyrovae.signals import GracefulStop
 
@@ -90,13 +92,24 @@ def validation_elbo(model, guide, x, seed, device, context=SINGLE):
 
 
 def _truncate_metrics(path, last_epoch):
-    """Drop metric lines after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["epoch"] <= last_epoch]
-    with open(path, "w") as f:
-        f.writelines(keep)
+    """Drop metric lines after ``last_epoch`` (written before a checkpoint that never came) and a
+    torn last line (a crash mid-append); the file is replaced atomically."""
+    if os.path.exists(path):
+        keep = [r for r in read_jsonl(path) if r.get("epoch", math.inf) <= last_epoch]
+        atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in keep))
+
+
+def _kept(out):
+    """What a failed or stopped run left: the epoch ``last.pt`` holds and how to continue, or
+    that no checkpoint was written and the same command starts again."""
+    last = os.path.join(out, LAST)
+    if not os.path.isfile(last):
+        return f"no checkpoint was written, so {out} holds nothing trained; the same command starts the run again"
+    try:
+        epoch = load_checkpoint(last)["epoch"]
+    except (PyrovaeError, KeyError):
+        return f"{last} could not be read back"
+    return f"{last} is intact (epoch {epoch}); continue with: pyrovae train --out {out} --resume"
 
 
 @private_param_store
@@ -123,6 +136,9 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     lock = RunLock()  # rank 0 takes it in prepare_run_dir; held until training, evaluation and figures end
     try:
         return _train(config, out, resume, overwrite, progress, log, lock)
+    except OSError as err:  # a full disk, a read-only folder, --out under a file
+        raise StorageError(f"could not write the run: {err.strerror or err} ({err.filename or out}); "
+                           f"{_kept(out)}") from None
     finally:
         lock.release()
 
@@ -154,10 +170,10 @@ def _train(config, out, resume, overwrite, progress, log, lock):
         kl = kl_terms(config.elbo, model, guide, data.train.x[:2], torch.arange(2), num_train)
     out = context.broadcast_object(out)  # a default --out holds a timestamp: rank 0's names the run
     if context.is_main:
-        config = prepare_run_dir(out, config, resume, overwrite, lock=lock, kl_terms=kl)  # first write here
+        config, resume = prepare_run_dir(out, config, resume, overwrite, lock=lock, kl_terms=kl)  # first write
         print(f"KL terms under --elbo {config.elbo}: " + ", ".join(f"{site} {how}" for site, how in kl.items()),
               file=log)
-    config = context.broadcast_object(config)
+    config, resume = context.broadcast_object((config, resume))
     if context.parallel:  # each process draws its own noise from here on
         seed_everything(config.seed + 7919 * context.rank)
 
@@ -191,17 +207,22 @@ def _train(config, out, resume, overwrite, progress, log, lock):
     position = {"batch": 0, "epoch_data_rng": data_gen.get_state(), "partial_total": 0.0}
     if resume:
         state = load_checkpoint(os.path.join(out, LAST), map_location=device)
-        guide_state, optim_state = shard_state(context, guide, state["guide"], state["optimizer"])
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(guide_state)
-        optimizer.load_state_dict(optim_state)
-        for name, value in state.get("param_store", {}).items():  # TraceGraph_ELBO's decaying averages
-            pyro.get_param_store()[name] = value
-        ranks = state.get("rank_rng", [state["rng"]])
-        set_rng_state(ranks[context.rank] if len(ranks) == context.world_size else state["rng"], data_gen)
-        start_epoch, step = state["epoch"], state["step"]
-        best, best_epoch, since_best = state["best_valid_elbo"], state["best_epoch"], state["since_best"]
-        position = {key: state[key] for key in position}
+        try:
+            guide_state, optim_state = shard_state(context, guide, state["guide"], state["optimizer"])
+            model.load_state_dict(state["model"])
+            guide.load_state_dict(guide_state)
+            optimizer.load_state_dict(optim_state)
+            for name, value in state.get("param_store", {}).items():  # TraceGraph_ELBO's decaying averages
+                pyro.get_param_store()[name] = value
+            ranks = state.get("rank_rng", [state["rng"]])
+            set_rng_state(ranks[context.rank] if len(ranks) == context.world_size else state["rng"], data_gen)
+            start_epoch, step = state["epoch"], state["step"]
+            best, best_epoch, since_best = state["best_valid_elbo"], state["best_epoch"], state["since_best"]
+            position = {key: state[key] for key in position}
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"--resume: {os.path.join(out, LAST)} does not fit {os.path.join(out, CONFIG)} "
+                                  f"({describe_mismatch(err)}); restore the matching config.json, or start a new run "
+                                  "with another --out") from None
         if context.is_main:
             _truncate_metrics(os.path.join(out, METRICS), start_epoch)
 
@@ -222,9 +243,8 @@ def _train(config, out, resume, overwrite, progress, log, lock):
             save_checkpoint(os.path.join(out, name), state)
 
     def stop_here(signal_name, where):
-        print(f"\n{signal_name}: stopped cleanly at step {step}; {where} is saved in {os.path.join(out, LAST)}; "
-              f"continue with: pyrovae train --out {out} --resume", file=log, flush=True)
-        raise KeyboardInterrupt
+        raise Interrupted(f"{signal_name}: stopped cleanly at step {step}; {where} is saved in "
+                          f"{os.path.join(out, LAST)}; continue with: pyrovae train --out {out} --resume")
 
     def stop_requested():  # every process stops at the same step, or the collectives would not match
         asked = bool(stop.requested)
@@ -239,7 +259,8 @@ def _train(config, out, resume, overwrite, progress, log, lock):
     bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", initial=start_epoch,
                total=config.epochs, disable=True if quiet else None)  # None: only on a tty
     # Pyro's validation ran on the check above; the hot loop skips those checks (a NaN still stops training)
-    with GracefulStop() as stop, pyro.validation_enabled(False):
+    with GracefulStop() as stop, pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Encountered NaN")  # Pyro's; a NaN loss stops training below
         try:
             for epoch in bar:
                 if stopped_early:
@@ -263,11 +284,12 @@ def _train(config, out, resume, overwrite, progress, log, lock):
                         loss, asked = context.all_sum(loss, float(bool(stop.requested)))
                     step += 1
                     if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the loss became {loss} at step {step} (epoch {epoch + 1}); training stopped. "
-                            f"The last good checkpoint (epoch {completed}) is kept in {os.path.join(out, LAST)}; "
-                            "try a lower --lr"
-                        )
+                        kept = (f"The last good checkpoint (epoch {completed}) is kept in {os.path.join(out, LAST)}; "
+                                "try a lower --lr" if completed else "No checkpoint was written (it diverged in the "
+                                f"first epoch), so {out} holds nothing trained: run the same command with a lower "
+                                "--lr, no --overwrite needed")
+                        raise TrainingDiverged(f"the loss became {loss} at step {step} (epoch {epoch + 1}); "
+                                               f"training stopped. {kept}")
                     optimizer.step(local=not config.local_steps)  # SVI: joint; coordinate ascent: decoder
                     total += loss * size / num_train  # this batch's share of the epoch's loss
                     if asked if context.parallel else stop.requested:
@@ -285,13 +307,13 @@ def _train(config, out, resume, overwrite, progress, log, lock):
                 stopped_early = since_best >= config.patience
                 record = {"epoch": completed, "step": step, "train_elbo": -total / seen,
                           "valid_elbo": valid, "seconds": time.perf_counter() - t0}
+                if context.is_main:  # before the checkpoint: a resume from the previous one drops this line
+                    with open(os.path.join(out, METRICS), "a") as f:
+                        f.write(dumps(record, indent=None) + "\n")
                 state = checkpoint(completed)
                 if best_epoch == completed:
                     save(BEST, state)
                 save(LAST, state)
-                if context.is_main:
-                    with open(os.path.join(out, METRICS), "a") as f:
-                        f.write(json.dumps(record) + "\n")
                 bar.set_postfix(train=f"{record['train_elbo']:.2f}", valid=f"{valid:.2f}")
                 if bar.disable and (completed % 10 == 0 or completed == config.epochs or stopped_early):
                     print(f"epoch {completed}/{config.epochs}: train ELBO {record['train_elbo']:.3f}, "
@@ -301,22 +323,32 @@ def _train(config, out, resume, overwrite, progress, log, lock):
                           f"{config.patience} epochs (best {best:.3f} at epoch {best_epoch})", file=log)
                 if stop_requested():
                     stop_here(stop.requested or "signal", f"epoch {completed}")
+        except KeyboardInterrupt as err:
+            if isinstance(err, Interrupted):
+                raise
+            raise Interrupted(f"{stop.requested or 'SIGINT'}, twice: stopped at once; {_kept(out)}") from None
         finally:
             bar.close()
 
     context.barrier()  # rank 0 has written best.pt
-    evaluation = None
-    if config.eval_num_samples > 0:
-        from pyrovae.evaluate import evaluate_run
+    evaluation, figures = None, []
+    trained = f"training finished ({completed} epochs, saved in {out})"
+    try:
+        if config.eval_num_samples > 0:
+            from pyrovae.evaluate import evaluate_run
 
-        evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
-                                  progress=progress if context.is_main else False, device=str(device), context=context)
-    figures = []
-    if context.is_main:
-        from pyrovae.plots import plot_run
-        from pyrovae.run import load_run
+            evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
+                                      progress=progress if context.is_main else False, device=str(device),
+                                      context=context)
+        if context.is_main:
+            from pyrovae.plots import plot_run
+            from pyrovae.run import load_run
 
-        best_run = load_run(out, "best", str(device), data)
-        figures = plot_run(out, best_run.model, best_run.guide, data)
+            best_run = load_run(out, "best", str(device), data)
+            figures = plot_run(out, best_run.model, best_run.guide, data)
+    except KeyboardInterrupt:
+        rest = (f"pyrovae evaluate {out} --num-samples {config.eval_num_samples} && pyrovae plot {out}"
+                if evaluation is None and config.eval_num_samples > 0 else f"pyrovae plot {out}")
+        raise Interrupted(f"interrupted after {trained}, in the final evaluation; finish it with: {rest}") from None
     context.barrier()
     return TrainResult(out, completed, best_epoch, best, stopped_early, evaluation, figures)
