@@ -2,7 +2,7 @@
 
 Only the training steps (``loss_and_grads`` and the optimizer step) count against the budget;
 the validation ELBO, recorded at evenly spaced points of the budget, does not. Every estimator
-is evaluated the same way, by :func:`pyrovae.train.validation_elbo` with the unwrapped guide and
+is evaluated the same way, by :func:`pyrovae.training.validation_elbo` with the unwrapped guide and
 the unrelaxed model, so the curves are comparable.
 """
 
@@ -14,7 +14,7 @@ import torch
 from pyrovae.data import batches
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.optim import make_optimizers
-from pyrovae.train import validation_elbo
+from pyrovae.training.validation import validation_elbo
 
 __all__ = ["train_for"]
 

@@ -6,7 +6,7 @@ from the matching built-in type so ``except ValueError`` keeps working.
 """
 
 __all__ = ["PyrovaeError", "DataError", "ConfigError", "CheckpointError", "StorageError", "UnknownNameError",
-           "Interrupted"]
+           "TrainingDiverged", "Interrupted"]
 
 
 class PyrovaeError(Exception):
@@ -35,6 +35,10 @@ class UnknownNameError(PyrovaeError, KeyError):
 class StorageError(PyrovaeError):
     """Reading or writing a file failed (a full disk, a read-only folder, a path under a file);
     the message names the path and says which checkpoint is intact."""
+
+
+class TrainingDiverged(PyrovaeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept (exit status 1)."""
 
 
 class Interrupted(KeyboardInterrupt):
