@@ -361,7 +361,7 @@ def cmd_train(args):
         print(f"test log-likelihood (IWAE, K={r['num_samples']}): {r['log_likelihood']:.3f} "
               f"± {r['log_likelihood_stderr']:.3f} nats per datapoint; ELBO {r['elbo']:.3f}; "
               f"active units {r['active_units']}/{r.get('latent_units', r['latent_dim'])}")
-        for line in _label_lines(r):
+        for line in _label_lines(r, result.baseline):
             print(line)
         print(f"evaluation saved in {result.evaluation.path}")
     if result.figures:
@@ -369,11 +369,13 @@ def cmd_train(args):
     return 0
 
 
-def _label_lines(report):
-    """Human-readable lines for the label metrics of an evaluation report, if any."""
+def _label_lines(report, baseline=None):
+    """Human-readable lines for the label metrics of an evaluation report, if any, beside the
+    labels-only baseline of a semi-supervised run."""
     if "accuracy" in report:
-        yield (f"test accuracy of q(y | x): {report['accuracy']:.1%}; the same classifier trained on the "
-               f"{report['num_labels']} labels alone: {report['accuracy_labelled_only']:.1%}")
+        yield (f"test accuracy of q(y | x): {report['accuracy']:.1%}" + (
+            f"; the same classifier trained on the {baseline['num_labels']} labels alone: "
+            f"{baseline['accuracy_labelled_only']:.1%}" if baseline else ""))
     if "clustering_accuracy" in report:
         yield (f"clustering accuracy (best matching of components to labels): {report['clustering_accuracy']:.1%}; "
                f"NMI {report['nmi']:.3f}")

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.checks import check_int, check_seed
-from pyrovae.classification import classification_accuracy, clustering_scores, supervised_baseline
+from pyrovae.classification import classification_accuracy, clustering_scores
 from pyrovae.distributed import SINGLE
 from pyrovae.errors import ConfigError
 from pyrovae.inference.diagnostics import KHAT_THRESHOLD, PSIS_MIN_SAMPLES, mutual_information, per_dimension_kl
@@ -40,11 +40,10 @@ from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
 from pyrovae.jsonio import write_json
 from pyrovae.models import guide_discrete_sites
-from pyrovae.objective import labelled_subset
 from pyrovae.plots import plot_collapse, plot_khat
 from pyrovae.run import load_run
 
-__all__ = ["evaluate_run", "Evaluation"]
+__all__ = ["evaluate", "evaluate_run", "EvaluationResult", "Evaluation", "output_tag"]
 
 
 class Evaluation(NamedTuple):
@@ -59,26 +58,34 @@ COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (pos
 INFERENCE = ("auto", "amortized", "refined", "per-example")
 
 
-def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
-                 batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
-                 refine_lr=3e-2, context=SINGLE):
-    """Evaluate a run directory; see the module doc for the fields.
+class EvaluationResult(NamedTuple):
+    """What :func:`evaluate` computed; nothing is written."""
 
+    report: dict  #: the numbers (see the module doc), nats per datapoint
+    seconds: float  #: wall-clock time of the estimate
+    khat: torch.Tensor  #: PSIS k-hat per datapoint, shape (N,)
+    posterior_variance: object  #: Var_x E_q[z_d | x] per latent dimension (D,) of the first site, or None
+
+
+def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu", batch_size=100, max_rows=20000,
+             progress=None, inference="auto", refine_steps=100, refine_lr=3e-2, split="test", context=SINGLE):
+    """The per-datapoint IWAE log-likelihood, ELBO, diagnostics and label metrics of ``model``
+    and ``guide`` on ``x`` (N, P); see the module doc for the fields. Writes nothing.
+
+    :param labels: int64 (N,), for the label metrics (M2's accuracy, a mixture's clustering), or None.
     :param int num_samples: K importance samples per datapoint.
     :param int seed: seeds the sampling, so the same seed gives identical numbers.
-    :param data: an already loaded :class:`~pyrovae.data.Dataset` (skips reloading).
     :param progress: show a progress bar; None shows it only on a terminal.
-    :param str inference: how q(z|x) is obtained for the split, every mode scored by the same
-        IWAE evaluator: ``amortized`` (the encoder), ``refined`` (the encoder's output refined
-        for ``refine_steps`` Adam steps on each example's ELBO, model frozen: "VAE+SVI" of Kim
-        et al. 2018), ``per-example`` (per-example Gaussians fitted from the prior for
-        ``refine_steps`` steps), or ``auto``: the run's own guide (a per-example guide uses its
-        table on the training split and is fitted per example elsewhere).
+    :param str inference: how q(z|x) is obtained, every mode scored by the same IWAE evaluator:
+        ``amortized`` (the encoder), ``refined`` (the encoder's output refined for
+        ``refine_steps`` Adam steps on each example's ELBO, model frozen: "VAE+SVI" of Kim et al.
+        2018), ``per-example`` (per-example Gaussians fitted from the prior for ``refine_steps``
+        steps), or ``auto``: the guide itself (a per-example guide uses its table on the
+        training ``split`` and is fitted per example elsewhere).
     :param context: a :class:`~pyrovae.distributed.Context`; with several processes each scores
-        a contiguous block of the split, rank 0 gathers the per-datapoint results and writes.
-    :returns: an :class:`Evaluation` (None on ranks other than 0); its report is also written to
-        ``eval_{tag}.json`` (see :func:`output_tag`).
-    :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
+        a contiguous block of ``x`` and rank 0 gathers the per-datapoint results.
+    :returns: an :class:`EvaluationResult` (None on ranks other than 0).
+    :raises ConfigError: for a bad option.
     """
     check_int("--num-samples", num_samples, 1)
     check_int("--batch-size", batch_size, 1)
@@ -86,11 +93,8 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     check_seed("--seed", seed)
     if inference not in INFERENCE:
         raise ConfigError(f"unknown inference {inference!r}; valid: {', '.join(INFERENCE)}")
-    config, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
-    x = data.split(split).x
     device = torch.device(device)
     start, stop = context.rank * len(x) // context.world_size, (context.rank + 1) * len(x) // context.world_size
-
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed + context.rank)
@@ -109,8 +113,18 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
                 return None
         collapse = _collapse(model, loc, scale, x.to(device))
     seconds = time.perf_counter() - t0
+    report = {"split": split, **_summary(result, model, num_samples), **collapse, "inference": mode,
+              "refine_steps": refine_steps if mode in ("refined", "per-example") else 0, "seed": seed,
+              "units": "nats per datapoint"}
+    if labels is not None:
+        report.update(_label_metrics(model, guide, x, labels, loc))
+    first = next((m for m in result.posterior_mean.values() if m is not None), None)
+    variance = first.var(0, unbiased=False) if first is not None and report.get("kl_per_dimension") else None
+    return EvaluationResult(report, seconds, result.khat, variance)
 
-    n = x.shape[0]
+
+def _summary(result, model, num_samples):
+    n = len(result.log_likelihood)
 
     def mean_and_stderr(t):
         return float(t.mean()), float(t.std() / math.sqrt(n)) if n > 1 else float("nan")
@@ -118,44 +132,46 @@ def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="be
     ll, ll_se = mean_and_stderr(result.log_likelihood)
     elbo, elbo_se = mean_and_stderr(result.elbo)
     units = {name: active_units(m) for name, m in result.posterior_mean.items() if m is not None}
-    report = {
-        "split": split,
-        "num_examples": n,
-        "num_samples": num_samples,
-        "log_likelihood": ll,
-        "log_likelihood_stderr": ll_se,
-        "elbo": elbo,
-        "elbo_stderr": elbo_se,
-        "reconstruction": float(result.reconstruction.mean()),
-        "kl": float(result.kl.mean()),
-        "active_units": sum(units.values()),
-        "active_units_per_site": units,
-        "latent_dim": config.latent_dim,
-        "latent_units": sum(m.shape[-1] for m in result.posterior_mean.values() if m is not None),  # all layers
-        "ess_mean": float(result.ess.mean()),
-        **_khat_summary(result.khat, num_samples),
+    latent_units = sum(m.shape[-1] for m in result.posterior_mean.values() if m is not None)  # all layers
+    return {
+        "num_examples": n, "num_samples": num_samples,
+        "log_likelihood": ll, "log_likelihood_stderr": ll_se, "elbo": elbo, "elbo_stderr": elbo_se,
+        "reconstruction": float(result.reconstruction.mean()), "kl": float(result.kl.mean()),
+        "active_units": sum(units.values()), "active_units_per_site": units,
+        "latent_dim": getattr(model, "latent_dim", latent_units), "latent_units": latent_units,
+        "ess_mean": float(result.ess.mean()), **_khat_summary(result.khat, num_samples),
         "psis_ess_mean": float(result.psis_ess.mean()),
-        **collapse,
-        "inference": mode,
-        "refine_steps": refine_steps if mode in ("refined", "per-example") else 0,
-        "checkpoint": checkpoint,
-        "epoch": state["epoch"],
-        "seed": seed,
-        "units": "nats per datapoint",
     }
-    if data.split(split).y is not None:
-        report.update(_label_metrics(config, model, guide, data, split, loc))
-    tag = output_tag(split, checkpoint, mode, report["refine_steps"], num_samples, seed)
+
+
+def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
+                 batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
+                 refine_lr=3e-2, context=SINGLE):
+    """:func:`evaluate` a run directory's checkpoint on ``split`` and write the result:
+    ``eval_{tag}.json``, ``khat_{tag}.png`` and ``collapse_{tag}.png`` (see :func:`output_tag`).
+
+    :param data: an already loaded :class:`~pyrovae.data.Dataset` (skips reloading).
+    :returns: an :class:`Evaluation` (None on ranks other than 0).
+    :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
+    """
+    check_int("--num-samples", num_samples, 1)
+    _, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
+    part = data.split(split)
+    result = evaluate(model, guide, part.x, part.y, num_samples, seed, device, batch_size, max_rows, progress,
+                      inference, refine_steps, refine_lr, split, context)
+    if result is None:
+        return None
+    report = {**result.report, "checkpoint": checkpoint, "epoch": state["epoch"]}
+    tag = output_tag(split, checkpoint, report["inference"], report["refine_steps"], num_samples, seed)
     path = os.path.join(run_dir, f"eval_{tag}.json")
     write_json(path, report)
     figures = []
     if report["khat_median"] is not None:
-        figures.append(plot_khat(os.path.join(run_dir, f"khat_{tag}.png"), result.khat, x, data.image_shape))
-    if report.get("kl_per_dimension") is not None:
-        variances = next(m for m in result.posterior_mean.values() if m is not None).var(0, unbiased=False)
+        figures.append(plot_khat(os.path.join(run_dir, f"khat_{tag}.png"), result.khat, part.x, data.image_shape))
+    if result.posterior_variance is not None:
         figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{tag}.png"), report["kl_per_dimension"],
-                                     variances.tolist()))
-    return Evaluation(report, path, seconds, figures)
+                                     result.posterior_variance.tolist()))
+    return Evaluation(report, path, result.seconds, figures)
 
 
 def output_tag(split, checkpoint, mode, refine_steps, num_samples, seed=0):
@@ -176,17 +192,11 @@ def _khat_summary(khat, num_samples):
             "khat_median": float(khat.median()), "khat_max": float(khat.max())}
 
 
-def _label_metrics(config, model, guide, data, split, loc):
-    """Test accuracy of q(y | x) beside the same classifier trained on the labelled subset alone
-    (semi-supervised models), or clustering accuracy of argmax_c p(c | E_q[z|x]) (mixture priors)."""
-    labels, x = data.split(split).y, data.split(split).x
+def _label_metrics(model, guide, x, labels, loc):
+    """Test accuracy of q(y | x) (semi-supervised models), or clustering accuracy of
+    argmax_c p(c | E_q[z|x]) (mixture priors)."""
     if hasattr(guide, "classify"):
-        labelled = labelled_subset(data.train.y, config.num_labels, model.num_classes, config.seed)
-        alone = supervised_baseline(data.train.x[labelled], data.train.y[labelled], model.num_classes,
-                                    config.hidden, config.activation, seed=config.seed)
-        return {"accuracy": classification_accuracy(guide.classify, x, labels),
-                "num_labels": len(labelled),
-                "accuracy_labelled_only": classification_accuracy(alone, x.cpu(), labels)}
+        return {"accuracy": classification_accuracy(guide.classify, x, labels)}
     if hasattr(model, "assign") and loc is not None:
         return clustering_scores(model.assign(loc), labels)
     return {}

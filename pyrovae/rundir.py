@@ -8,11 +8,12 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.runlock import LOCK
 
-__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
+__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "BASELINE", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
 
 CONFIG, LAST, BEST, METRICS = "config.json", "last.pt", "best.pt", "metrics.jsonl"
+BASELINE = "baseline_labelled_only.json"  # semi-supervised runs: the labels-only classifier's accuracy
 # the files pyrovae writes into a run directory; --overwrite removes these and nothing else
-RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, ".tmp-*", "eval_*.json", "impute_*.json", "impute_*.png",
+RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, BASELINE, ".tmp-*", "eval_*.json", "impute_*.json", "impute_*.png",
              "compare_inference*.json", "compare_inference*.png", "compare_estimators.json", "estimator_*.png",
              "posterior_check*.json", "posterior_check*.png", "khat_*.png", "collapse_*.png", "curves.png",
              "latent.png", "samples.png", "reconstructions.png", "interpolations.png", "traversals.png")

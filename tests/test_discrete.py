@@ -153,3 +153,21 @@ def test_posterior_mean_downstream_of_an_enumerated_class_is_the_mixture_mean():
                         for c in range(4)], 1)  # (B, C, D)
     assert means["y"] is None
     torch.testing.assert_close(means["z"], (qy.unsqueeze(-1) * locs).sum(1))
+
+
+def test_m2_run_reports_accuracy_and_the_labels_only_baseline_beside_it(tmp_path, capsys):
+    """The baseline is not part of the evaluation: ``pyrovae evaluate`` reports q(y | x)'s accuracy alone."""
+    import json
+
+    from pyrovae import cli
+
+    out = tmp_path / "m2"
+    assert cli.main(["train", "--model", "m2", "--elbo", "enum", "--hidden", "8", "--latent-dim", "2", "--epochs", "1",
+                     "--eval-num-samples", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy of q(y | x)" in printed and "the same classifier trained on the 100 labels alone" in printed
+    baseline = json.loads((out / "baseline_labelled_only.json").read_text())
+    assert baseline["num_labels"] == 100 and 0 <= baseline["accuracy_labelled_only"] <= 1
+    assert cli.main(["evaluate", str(out), "--num-samples", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0 <= report["accuracy"] <= 1 and "accuracy_labelled_only" not in report
