@@ -20,16 +20,21 @@ import warnings
 import numpy as np
 import torch
 
-with warnings.catch_warnings():  # ArviZ 0.x announces its 1.0 refactor on import
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
-
 __all__ = ["psis", "per_dimension_kl", "mutual_information", "KHAT_THRESHOLD", "PSIS_MIN_SAMPLES"]
 
 KHAT_THRESHOLD = 0.7  #: above this, importance sampling from q is unreliable (Yao et al. 2018)
 #: the fewest importance samples with a Pareto tail to fit: ArviZ fits the ceil(min(S / 5, 3 sqrt(S)))
 #: largest weights and needs more than 4 of them
 PSIS_MIN_SAMPLES = 21
+
+
+def arviz():
+    """ArviZ, imported on first use (it takes a second, and ArviZ 0.x announces its 1.0
+    refactor on import with a FutureWarning, silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
 
 
 def psis(log_weights):
@@ -43,6 +48,7 @@ def psis(log_weights):
         either: k-hat is NaN and the ESS is that of the raw normalized weights.
     """
     lw = log_weights.detach().double().cpu().numpy().T  # ArviZ wants (observations, samples)
+    az = arviz()
     if lw.shape[1] < PSIS_MIN_SAMPLES:
         normalized = lw - np.logaddexp.reduce(lw, axis=1, keepdims=True)
         return torch.full((lw.shape[0],), math.nan, dtype=torch.float64), torch.as_tensor(

@@ -16,11 +16,8 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_uniform
 
+from pyrovae.inference.diagnostics import arviz
 from pyrovae.inference.local_fit import frozen
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
 
 __all__ = ["NUTSResult", "nuts_posterior"]
 
@@ -52,6 +49,7 @@ def nuts_posterior(model, x, num_chains=4, num_samples=1000, warmup_steps=500, s
             mcmc.run()
             chains.append(mcmc.get_samples()[site].detach().reshape(num_samples, x.shape[0], -1))
     samples = torch.stack(chains)  # (C, S, B, D)
+    az = arviz()
     idata = az.from_dict(posterior={site: samples.cpu().numpy()})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
