@@ -260,12 +260,15 @@ def test_evaluating_last_does_not_replace_the_evaluation_of_best(run, capsys):
 ])
 def test_ctrl_c_in_a_reading_command_says_so_in_one_line(trained, capsys, command):
     before = sorted(os.listdir(trained))
+    # Ctrl-C as a terminal delivers it (a shell's background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
         code = cli.main([command[0], str(trained), *command[1:]])
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     _one_line(capsys, f"SIGINT: {command[0]} stopped", f"pyrovae {command[0]} {trained}", prefix="pyrovae:")
     assert sorted(os.listdir(trained)) == before
