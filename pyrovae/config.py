@@ -11,55 +11,72 @@ from pyrovae.errors import ConfigError
 # kl_terms: latent site -> how the estimator treats its KL term (see pyrovae.inference.kl)
 RECORDED = ("kl_terms",)
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "option"]
+
+
+def option(default, help, **kwargs):
+    """A field of :class:`TrainConfig` with its command-line help (``pyrovae train --help``
+    is generated from these)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+PLUGIN = "; or an import string module:Name or path/to/file.py:Name"
 
 
 @dataclass
 class TrainConfig:
+    """Every option of ``pyrovae train``; saved as ``config.json`` in the run directory. Each
+    field becomes the command-line option ``--field-name`` with the help given here."""
+
     # data
-    data: str = "digits"  # a name in pyrovae.data.DATASETS or a .npy/.npz path; digits needs no download
-    data_dir: str | None = None  # folder of the MNIST-style files
-    split_seed: int = 0  # fixed train/valid/test permutation, independent of the training seed
+    data: str = option("digits", "digits, binarized-mnist, mnist, fashion-mnist, or a .npy/.npz path "
+                       "(digits needs no download)")
+    data_dir: str | None = option(None, "folder holding the data files of binarized-mnist, mnist, fashion-mnist")
+    split_seed: int = option(0, "seed of the fixed train/valid/test split, independent of --seed")
     # model and inference, each a registry name
-    model: str = "vae"
-    prior: str = "standard-normal"
-    likelihood: str = "bernoulli"  # binary images
-    guide: str = "amortized"
-    elbo: str = "trace"  # reparameterization gradients, the standard VAE estimator
-    net: str = "mlp"  # network family of encoder and decoder (pyrovae.nets.NETS)
+    model: str = option("vae", "model name" + PLUGIN)
+    prior: str = option("standard-normal", "prior name" + PLUGIN)
+    likelihood: str = option("bernoulli", "bernoulli (binary images) or gaussian" + PLUGIN)
+    guide: str = option("amortized", "guide name" + PLUGIN)
+    elbo: str = option("trace", "trace, meanfield, tracegraph, enum, iwae or relaxed" + PLUGIN)
+    net: str = option("mlp", "network family of encoder and decoder: mlp or conv" + PLUGIN)
     # keyword options of each component's constructor, e.g. {"num_components": 100} for the prior
-    model_options: dict = field(default_factory=dict)
-    prior_options: dict = field(default_factory=dict)
-    likelihood_options: dict = field(default_factory=dict)
-    guide_options: dict = field(default_factory=dict)
-    net_options: dict = field(default_factory=dict)
-    elbo_options: dict = field(default_factory=dict)  # keyword arguments of the ELBO class
-    num_particles: int = 1  # samples per datapoint per step (K for iwae)
+    model_options: dict = option({}, "keyword options of the model's constructor")
+    prior_options: dict = option({}, "keyword options of the prior's constructor, e.g. num_components=100")
+    likelihood_options: dict = option({}, "keyword options of the likelihood's constructor")
+    guide_options: dict = option({}, "keyword options of the guide's constructor, e.g. rank=5")
+    net_options: dict = option({}, "keyword options of the network family, e.g. channels=16,32")
+    elbo_options: dict = option({}, "keyword options of the ELBO class")
+    num_particles: int = option(1, "samples per datapoint per step, K for iwae")
     # architecture: the IWAE paper's 784-200-200-50 tanh network (Burda et al. 2016, app. C)
-    latent_dim: int = 50
-    hidden: tuple = (200, 200)
-    activation: str = "tanh"
-    num_classes: int = 10  # classes of each discrete latent: M2 labels, mixture components, categories
+    latent_dim: int = option(50, "latent dimension D")
+    hidden: tuple = option((200, 200), "hidden layer widths of encoder and decoder, e.g. 200,200")
+    activation: str = option("tanh", "tanh, relu, elu, softplus, gelu")
+    num_classes: int = option(10, "classes of each discrete latent: m2 labels, mixture-vae components, categories")
     # semi-supervised models (m2)
-    num_labels: int = 100  # class-balanced labelled training examples; the rest are unlabelled
-    aux_weight: float = 0.1  # alpha / N of the classification loss (Kingma et al. 2014 use alpha = 0.1 N)
+    num_labels: int = option(100, "m2: class-balanced labelled training examples; the rest are unlabelled")
+    aux_weight: float = option(0.1, "m2: classification loss weight alpha / N (Kingma et al. 2014 use 0.1)")
     # the relaxed estimator (Gumbel-softmax / Concrete)
-    temperature: float = 1.0  # initial tau (Jang et al. 2017)
-    temperature_min: float = 0.5  # floor of the annealed tau
-    anneal_rate: float = 1e-4  # tau_t = max(temperature_min, temperature * exp(-anneal_rate * t))
-    straight_through: bool = False  # one-hot forward values, relaxed gradients
+    temperature: float = option(1.0, "relaxed: initial temperature tau (Jang et al. 2017)")
+    temperature_min: float = option(0.5, "relaxed: floor of the annealed temperature")
+    anneal_rate: float = option(1e-4, "relaxed: tau_t = max(temperature-min, temperature * exp(-rate * t))")
+    straight_through: bool = option(False, "relaxed: one-hot forward values with relaxed gradients")
     # optimisation
-    epochs: int = 200  # the default digits run takes well under a minute on 2 cores
-    batch_size: int = 100  # Burda et al. 2016
-    lr: float = 1e-3  # Adam, Burda et al. 2016
-    local_lr: float = 3e-2  # SparseAdam on per-example tables: each row moves once per epoch, so faster
-    local_steps: int = 0  # per-example guide: 0 = joint updates (SVI); K = K local updates per decoder update
-    patience: int = 30  # early stopping: epochs without a better validation ELBO
-    seed: int = 0
-    device: str = "cpu"
-    jit: bool = False  # trace and meanfield: Pyro's JIT-compiled ELBO (see pyrovae.inference.jit)
+    epochs: int = option(200, "maximum epochs (the digits run takes about two minutes on 2 cores)")
+    batch_size: int = option(100, "minibatch size (Burda et al. 2016)")
+    lr: float = option(1e-3, "Adam learning rate (Burda et al. 2016)")
+    local_lr: float = option(3e-2, "SparseAdam learning rate of per-example tables (each row moves once per epoch)")
+    local_steps: int = option(0, "per-example guide: K updates of the batch's own parameters per decoder update "
+                              "(0: joint updates, as SVI)")
+    patience: int = option(30, "early stopping: epochs without a better validation ELBO")
+    seed: int = option(0, "random seed of initial weights, data order and noise")
+    device: str = option("cpu", "cpu or cuda")
+    jit: bool = option(False, "trace, meanfield: compile the loss with Pyro's JIT ELBO (faster steps; falls back "
+                       "with a warning)")
     # evaluation at the end of training
-    eval_num_samples: int = 5000  # K of the IWAE estimate of log p(x) (Burda et al. 2016 use 5000)
+    eval_num_samples: int = option(5000, "K of the final test log-likelihood (IWAE); 0 skips it")
 
     def __post_init__(self):
         if isinstance(self.hidden, (list, tuple)):

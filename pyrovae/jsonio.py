@@ -3,7 +3,7 @@
 JSON has no infinity or NaN. A non-finite number in a report (a PSIS k-hat of ``inf`` from
 too few importance samples, a standard error of one example) is written as ``null``, and the
 report gains ``"non_finite": {"path.to.key": "inf"}`` saying what the value was, so nothing
-is silently dropped. Files are written atomically (see :mod:`pyrovae.checkpoint`).
+is silently dropped. Files are written atomically (see :mod:`pyrovae.runs.checkpoint`).
 """
 
 import json
@@ -41,7 +41,9 @@ def dumps(obj, indent=2):
 
 def write_json(path, obj):
     """Write ``obj`` to ``path`` as strict JSON, atomically."""
-    from pyrovae.checkpoint import atomic_write_text  # torch is not needed to read JSON
+    from pyrovae.runs.checkpoint import (
+        atomic_write_text,  # torch is not needed to read JSON
+    )
 
     atomic_write_text(path, dumps(obj) + "\n")
 

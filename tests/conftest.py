@@ -5,7 +5,7 @@ from pyrovae.inference import GUIDES
 from pyrovae.models import PRIORS
 
 from pyrovae.config import TrainConfig
-from pyrovae.train import train
+from pyrovae.runs.train import train
 from tests.plugins import LaplaceGuide, StudentT
 
 # plugins registered as a user's script would: the contract test covers them with no test of their own

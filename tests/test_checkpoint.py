@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import checkpoint as ckpt
 from pyrovae.errors import CheckpointError
+from pyrovae.runs import checkpoint as ckpt
 
 
 class _Payload:

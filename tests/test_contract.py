@@ -9,16 +9,16 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-
-from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.config import TrainConfig
-from pyrovae.errors import ConfigError, UnknownNameError
 from pyrovae.inference.elbos import ELBOS, loss_and_grads
 from pyrovae.inference.guides import guides_for
 from pyrovae.inference.kl import ANALYTIC, ENUMERATED, MONTE_CARLO, kl_terms
 from pyrovae.inference.marginal import iwae
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS, guide_discrete_sites
-from pyrovae.optim import make_optimizers
+
+from pyrovae.build import build_elbo, build_model_and_guide
+from pyrovae.config import TrainConfig
+from pyrovae.errors import ConfigError, UnknownNameError
+from pyrovae.training.optim import make_optimizers
 
 P, D, N, B = 16, 3, 30, 6
 

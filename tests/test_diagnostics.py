@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-
-from pyrovae import cli
-from pyrovae.evaluate import _collapse
 from pyrovae.inference.diagnostics import mutual_information, per_dimension_kl
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.marginal import iwae
 from pyrovae.inference.mcmc import nuts_posterior
+
+from pyrovae import cli
+from pyrovae.analysis.evaluate import _collapse
 from tests.exact import make_ppca
 
 

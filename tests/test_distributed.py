@@ -1,4 +1,4 @@
-"""Data-parallel training (pyrovae.distributed): two gloo processes with global batch B take the
+"""Data-parallel training (pyrovae.training.distributed): two gloo processes with global batch B take the
 same steps as one process with batch B, for the amortized and the per-example guide.
 
 The only randomness in a step is the guide's reparameterization noise, which the two layouts
@@ -17,13 +17,18 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from pyro.poutine.messenger import Messenger
+from pyrovae.inference.elbos import loss_and_grads, make_elbo
 
 from pyrovae.build import build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
-from pyrovae.distributed import Context, DataParallelObjective, shard_batches, whole_state
-from pyrovae.inference.elbos import loss_and_grads, make_elbo
-from pyrovae.optim import make_optimizers
+from pyrovae.training.distributed import (
+    Context,
+    DataParallelObjective,
+    shard_batches,
+    whole_state,
+)
+from pyrovae.training.optim import make_optimizers
 
 N, P, D, B, EPOCHS, WORLD = 40, 12, 3, 10, 2, 2
 

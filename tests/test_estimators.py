@@ -13,14 +13,14 @@ import os
 import pyro
 import pytest
 import torch
-
-from pyrovae.build import build_elbo
-from pyrovae.compare_estimators import compare_estimators
-from pyrovae.config import TrainConfig
-from pyrovae.errors import CheckpointError, ConfigError, UnknownNameError
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.estimators import ESTIMATORS, estimator, lineup
 from pyrovae.inference.gradients import draw_gradients, parameter_groups, z_score
+
+from pyrovae.analysis.compare_estimators import compare_estimators
+from pyrovae.build import build_elbo
+from pyrovae.config import TrainConfig
+from pyrovae.errors import CheckpointError, ConfigError, UnknownNameError
 from tests.exact import categorical_exact_terms, make_categorical, make_ppca
 
 

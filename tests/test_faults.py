@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pyrovae import cli
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae.runs.checkpoint import load_checkpoint
 
 SMALL = ["--hidden", "16", "--latent-dim", "2", "--eval-num-samples", "0"]
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae.runs.checkpoint import load_checkpoint
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 

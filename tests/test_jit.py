@@ -18,12 +18,12 @@ from pyrovae.models import PRIORS
 from torch import nn
 
 from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.checkpoint import load_checkpoint
 from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError
 from pyrovae.nets import mlp, plain_mlp, traceable_params_
-from pyrovae.objective import make_objective
-from pyrovae.train import train
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.train import train
+from pyrovae.training.objective import make_objective
 
 P, D, N = 12, 3, 20
 # guides that cannot be traced although their parameters are traceable, and why

@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
-from pyrovae import cli
-from pyrovae.data import Split, batches
 from pyrovae.inference.elbos import loss_and_grads, make_elbo
 from pyrovae.inference.guides import GUIDES
 from pyrovae.inference.local_fit import fit_local, frozen
 from pyrovae.inference.marginal import iwae
-from pyrovae.optim import make_optimizers
+
+from pyrovae import cli
+from pyrovae.data import Split, batches
+from pyrovae.training.optim import make_optimizers
 from tests.exact import make_ppca
 
 
@@ -134,11 +134,11 @@ def test_semi_amortized_refinement_improves_q_and_trains_the_encoder_through_it(
 def test_bench_command(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--steps", "2", "--warmup", "1", "--repeats", "2", "--iwae-examples", "3",
-                     "--num-samples", "20", "--json", str(out)]) == 0
+                     "--num-samples", "20", "--startup-repeats", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "per-example, trace" in text and "Pyro SVI" in text and "m2, enum" in text and "iwae()" in text
     groups = json.loads(out.read_text())["groups"]
-    assert set(groups) == {"VAE training step", "M2 training step", "IWAE evaluation, K=20"}
+    assert set(groups) == {"VAE training step", "M2 training step", "IWAE evaluation, K=20", "command-line start-up"}
     for rows in groups.values():
         assert rows[0]["ratio"] == 1.0 and rows[0]["row"].startswith("reference")
         assert all(r["seconds_median"] > 0 and r["ratio"] > 0 for r in rows)

@@ -8,7 +8,7 @@ import pytest
 
 from pyrovae import cli
 from pyrovae.config import TrainConfig
-from pyrovae.train import train
+from pyrovae.runs.train import train
 
 SMALL = {"hidden": (32,), "epochs": 2, "eval_num_samples": 0}
 

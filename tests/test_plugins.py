@@ -176,7 +176,7 @@ def test_models_and_guides_take_networks_as_arguments():
     them, the evaluator and the figures use them."""
     from pyrovae.inference.marginal import iwae
 
-    from pyrovae.plots import decode_mean
+    from pyrovae.analysis.plots import decode_mean
 
     torch.manual_seed(0)
     decoder = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16))
@@ -193,7 +193,7 @@ def test_models_and_guides_take_networks_as_arguments():
 
 
 def test_digits_train_with_the_conv_family_end_to_end(tmp_path):
-    from pyrovae.train import train
+    from pyrovae.runs.train import train
 
     result = train(TrainConfig(net="conv", net_options={"channels": [4, 8]}, latent_dim=4, epochs=2,
                                eval_num_samples=20), str(tmp_path / "conv"), progress=False)

@@ -3,12 +3,12 @@ with the same weights, the same expected loss and the same IWAE log-likelihood (
 Carlo error), so their timings compare like with like."""
 
 import torch
-
-from pyrovae.build import build_model_and_guide
-from pyrovae.config import TrainConfig
 from pyrovae.inference.elbos import make_elbo
 from pyrovae.inference.marginal import iwae
-from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
+
+from pyrovae.analysis.reference import ReferenceM2, ReferenceVAE, reference_iwae
+from pyrovae.build import build_model_and_guide
+from pyrovae.config import TrainConfig
 
 P, D, H, N = 6, 2, 5, 40
 

@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
-from pyrovae import objective as objective_module
-from pyrovae.checkpoint import load_checkpoint
 from pyrovae.config import TrainConfig
-from pyrovae.train import train
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.train import train
+from pyrovae.training import objective as objective_module
 
 ARGS = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "20", "--eval-num-samples", "0"]
 
@@ -101,7 +101,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
 
 CHILD = """
 import sys, time, torch
-from pyrovae import checkpoint
+from pyrovae.runs import checkpoint
 path = sys.argv[1]
 checkpoint.save_checkpoint(path, {"epoch": 1})
 real_save = torch.save

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from pyrovae import cli
-from pyrovae.runlock import RunLock
+from pyrovae.runs.runlock import RunLock
 
 SMALL = ["--hidden", "16", "--latent-dim", "2", "--eval-num-samples", "10"]
 

@@ -44,7 +44,7 @@ print(pyro.settings.get("module_local_params"), *guide.median()["w"].tolist())
 """
 
 
-@pytest.mark.parametrize("preamble", ["", "import pyrovae, pyrovae.train, pyrovae.cli"])
+@pytest.mark.parametrize("preamble", ["", "import pyrovae, pyrovae.runs.train, pyrovae.cli"])
 def test_bayesian_linear_regression_with_autonormal_recovers_its_weights(preamble):
     """In a fresh process, with and without importing pyrovae: the same numbers."""
     out = subprocess.run([sys.executable, "-c", REGRESSION.format(preamble=preamble)], capture_output=True,

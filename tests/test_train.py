@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from pyrovae import cli, objective as objective_module
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae import cli
 from pyrovae.config import TrainConfig
-from pyrovae.train import TrainingDiverged, train
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.train import TrainingDiverged, train
+from pyrovae.training import objective as objective_module
 
 SMALL = ["--hidden", "32", "--latent-dim", "4", "--eval-num-samples", "20"]
 

@@ -4,7 +4,7 @@ q(z_i) = N(loc_i, diag(scale_i^2)) for i = 1..N, as in stochastic variational in
 (Hoffman, Blei, Wang & Paisley 2013, JMLR 14). The parameters live in two sparse embedding
 tables of shape (N, D); a minibatch reads the rows ``idx`` of the data plate, and its
 gradient is a sparse tensor holding only those rows, so ``torch.optim.SparseAdam`` (see
-:mod:`pyrovae.optim`) updates them and leaves every other row bit-for-bit unchanged. Dense
+:mod:`pyrovae.training.optim`) updates them and leaves every other row bit-for-bit unchanged. Dense
 Adam would move all N rows through its momentum at every step.
 
 Memory: 2 N D floats for the parameters, plus 4 N D for SparseAdam's moments; for N = 50,000
@@ -31,7 +31,7 @@ class PerExampleGuide(LocalModule):
     :param model: the model; its ``latent_dim`` (D) fixes the table width.
     :param num_data: N, the number of training examples.
     :param bool sparse: sparse gradients (only the batch's rows), for ``torch.optim.SparseAdam``
-        (pyrovae's loop, :func:`pyrovae.optim.make_optimizers`). ``False`` gives dense gradients,
+        (pyrovae's loop, :func:`pyrovae.training.optim.make_optimizers`). ``False`` gives dense gradients,
         for optimizers without sparse support such as stock ``SVI`` + ``pyro.optim.Adam``, which
         then moves every row through its momentum at every step.
     """

@@ -1,7 +1,13 @@
 """The training loop as a library: :func:`fit` over any model, guide, objective and data, with
-the state, step and callbacks it is made of. ``pyrovae.train.train`` is a pipeline over it."""
+the state, step and callbacks it is made of. ``pyrovae.runs.train.train`` is a pipeline over it."""
 
-from pyrovae.training.callbacks import Callback, EarlyStopping, GracefulStopping, MetricsLog, ProgressBar
+from pyrovae.training.callbacks import (
+           Callback,
+           EarlyStopping,
+           GracefulStopping,
+           MetricsLog,
+           ProgressBar,
+)
 from pyrovae.training.checkpointing import Checkpointer
 from pyrovae.training.loop import Loop, fit
 from pyrovae.training.state import TrainState

@@ -12,9 +12,9 @@ import sys
 
 from tqdm.auto import tqdm
 
-from pyrovae.checkpoint import atomic_write_text
 from pyrovae.jsonio import dumps, read_jsonl
-from pyrovae.signals import GracefulStop
+from pyrovae.runs.checkpoint import atomic_write_text
+from pyrovae.training.signals import GracefulStop
 
 __all__ = ["Callback", "MetricsLog", "EarlyStopping", "ProgressBar", "GracefulStopping"]
 
@@ -113,7 +113,7 @@ class ProgressBar(Callback):
 
 class GracefulStopping(Callback):
     """On SIGINT or SIGTERM, finish the current step, let the checkpointer save it, and stop
-    (:class:`~pyrovae.signals.GracefulStop`); a second signal stops at once."""
+    (:class:`~pyrovae.training.signals.GracefulStop`); a second signal stops at once."""
 
     def __init__(self):
         self.signals = GracefulStop()

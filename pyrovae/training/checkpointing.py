@@ -11,10 +11,16 @@ import os
 
 import pyro
 
-from pyrovae.checkpoint import describe_mismatch, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from pyrovae.distributed import shard_state, whole_state
 from pyrovae.errors import CheckpointError, PyrovaeError
+from pyrovae.runs.checkpoint import (
+    describe_mismatch,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from pyrovae.training.callbacks import Callback
+from pyrovae.training.distributed import shard_state, whole_state
 from pyrovae.training.state import TrainState
 
 __all__ = ["Checkpointer", "LAST", "BEST"]

@@ -14,9 +14,9 @@ import time
 import torch
 
 from pyrovae.data import Split, batches
-from pyrovae.distributed import SINGLE, shard_batches
 from pyrovae.errors import Interrupted, TrainingDiverged
-from pyrovae.optim import make_optimizers
+from pyrovae.training.distributed import SINGLE, shard_batches
+from pyrovae.training.optim import make_optimizers
 from pyrovae.training.state import TrainState
 from pyrovae.training.step import Step, as_objective
 from pyrovae.training.validation import validation_elbo
@@ -52,7 +52,7 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
     :param valid: a tensor (M, P) scored each epoch by
         :func:`~pyrovae.training.validation.validation_elbo` (or ``validate()``, if given); without
         either, the epoch's training ELBO picks the best epoch.
-    :param optimizer: a :class:`~pyrovae.optim.Optimizers`; by default Adam(``lr``) over both
+    :param optimizer: a :class:`~pyrovae.training.optim.Optimizers`; by default Adam(``lr``) over both
         modules' parameters (SparseAdam for per-example tables).
     :param callbacks: :class:`~pyrovae.training.callbacks.Callback` s, run in this order; e.g.
         ``[MetricsLog(path), Checkpointer(run_dir, resume=True), EarlyStopping(30),
@@ -64,8 +64,8 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
         under data-parallel training the global number).
     :param schedule: an object with ``set_step(step)`` called before each step (the relaxed
         estimator's annealed temperature); by default ``objective``, if it has one.
-    :param context: a :class:`~pyrovae.distributed.Context` (data-parallel training: ``objective``
-        is a :class:`~pyrovae.distributed.DataParallelObjective`).
+    :param context: a :class:`~pyrovae.training.distributed.Context` (data-parallel training: ``objective``
+        is a :class:`~pyrovae.training.distributed.DataParallelObjective`).
     :returns: the final :class:`~pyrovae.training.state.TrainState`.
     :raises TrainingDiverged: for a NaN or infinite loss (the optimizer has not applied it).
     :raises Interrupted: after SIGINT/SIGTERM (with ``GracefulStopping``), once saved.

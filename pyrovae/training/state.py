@@ -17,7 +17,7 @@ class TrainState:
     epoch's start (the epoch is replayed to ``batch`` on resume) and ``partial_total`` the
     epoch's loss so far (nats per datapoint, summed over those batches); all three are reset at
     an epoch's end. The RNG states of torch, NumPy and Python travel beside it in the checkpoint
-    (:func:`pyrovae.checkpoint.get_rng_state`).
+    (:func:`pyrovae.runs.checkpoint.get_rng_state`).
     """
 
     epoch: int = 0

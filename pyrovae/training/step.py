@@ -6,8 +6,8 @@ import math
 
 import pyro
 
-from pyrovae.distributed import SINGLE
 from pyrovae.inference.elbos import loss_and_grads
+from pyrovae.training.distributed import SINGLE
 
 __all__ = ["Step", "as_objective"]
 
@@ -18,7 +18,7 @@ def as_objective(objective, model, guide, num_data):
 
     :param objective: a Pyro ELBO (``Trace_ELBO()``, ``TraceMeanField_ELBO()``, ...), run on
         ``model(x, idx, num_data)`` and ``guide(x, idx, num_data)``; or such a callable already
-        (:func:`pyrovae.objective.make_objective` builds the JIT and semi-supervised ones).
+        (:func:`pyrovae.training.objective.make_objective` builds the JIT and semi-supervised ones).
     """
     if isinstance(objective, pyro.infer.ELBO):
         return functools.partial(_elbo_objective, objective, model, guide, num_data)
@@ -36,15 +36,15 @@ class Step:
     minibatch's gradient, and step the optimizer unless the loss is NaN or infinite.
 
     :param objective: ``objective(x, idx) -> float`` (see :func:`as_objective`); under
-        data-parallel training a :class:`~pyrovae.distributed.DataParallelObjective`, called as
+        data-parallel training a :class:`~pyrovae.training.distributed.DataParallelObjective`, called as
         ``objective(x, idx, size)`` with ``size`` the global batch size.
-    :param optimizer: a :class:`~pyrovae.optim.Optimizers` (or anything with ``zero_grad``,
+    :param optimizer: a :class:`~pyrovae.training.optim.Optimizers` (or anything with ``zero_grad``,
         ``step(shared=, local=)`` and ``local_updates``).
     :param int local_steps: coordinate ascent: this many updates of the batch's own per-example
         rows first, then one update of the rest (0: one joint update, as SVI).
     :param schedule: an object with ``set_step(index)`` (the relaxed estimator's annealed
         temperature), or None.
-    :param context: a :class:`~pyrovae.distributed.Context`; with several processes the loss and
+    :param context: a :class:`~pyrovae.training.distributed.Context`; with several processes the loss and
         the stop flag are summed over them in one collective, so every process stops at the
         same step.
     """

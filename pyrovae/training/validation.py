@@ -2,9 +2,9 @@
 
 import torch
 
-from pyrovae.distributed import SINGLE
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
+from pyrovae.training.distributed import SINGLE
 
 __all__ = ["validation_elbo", "VALID_FIT_STEPS"]
 

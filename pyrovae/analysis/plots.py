@@ -28,7 +28,7 @@ from pyrovae.figure import subplots
 from pyrovae.inference.marginal import log_weights
 from pyrovae.jsonio import read_jsonl
 from pyrovae.models import guide_discrete_sites
-from pyrovae.rundir import METRICS
+from pyrovae.runs.rundir import METRICS
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
 

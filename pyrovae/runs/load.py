@@ -6,13 +6,13 @@ from typing import NamedTuple
 import torch
 
 from pyrovae.build import build_model_and_guide
-from pyrovae.checkpoint import describe_mismatch, load_checkpoint
 from pyrovae.config import TrainConfig
 from pyrovae.data import load_dataset
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
-from pyrovae.rundir import BEST, CONFIG, LAST
+from pyrovae.runs.checkpoint import describe_mismatch, load_checkpoint
+from pyrovae.runs.rundir import BEST, CONFIG, LAST
 
 __all__ = ["LoadedRun", "load_run"]
 

@@ -22,7 +22,6 @@ import dcor
 import numpy as np
 import torch
 
-from pyrovae.jsonio import write_json
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
@@ -30,7 +29,8 @@ from pyrovae.inference.guides.flow import FlowGuide
 from pyrovae.inference.local_fit import LocalGaussian, fit_guide, fit_local
 from pyrovae.inference.marginal import iwae
 from pyrovae.inference.mcmc import nuts_posterior
-from pyrovae.run import load_run
+from pyrovae.jsonio import write_json
+from pyrovae.runs.load import load_run
 
 __all__ = ["posterior_check", "PosteriorCheck", "GUIDE_NAMES"]
 

@@ -18,7 +18,7 @@ same way, and its bias is reported as :func:`~pyrovae.inference.gradients.bias_n
 to the reference mean's norm.
 
 Equal-time training (``train_seconds > 0``): each estimator trains the same initial model for
-the same step time (see :mod:`pyrovae.equal_time`).
+the same step time (see :mod:`pyrovae.analysis.equal_time`).
 
 Writes ``compare_estimators.json``, ``estimator_variance.png`` (variance and SNR bars, log
 scale) and, with training, ``estimator_training.png`` (validation ELBO against seconds).
@@ -32,20 +32,25 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyrovae.analysis.equal_time import train_for
+from pyrovae.analysis.estimator_figures import training_figure, variance_figure
+from pyrovae.analysis.memory import peak_memory
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.data import load_dataset
-from pyrovae.equal_time import train_for
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.estimator_figures import training_figure, variance_figure
 from pyrovae.inference.elbos import loss_and_grads
 from pyrovae.inference.estimators import DEFAULT_TEMPERATURES, estimator, lineup
-from pyrovae.inference.gradients import bias_norm, draw_gradients, parameter_groups, z_score
+from pyrovae.inference.gradients import (
+    bias_norm,
+    draw_gradients,
+    parameter_groups,
+    z_score,
+)
 from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
-from pyrovae.memory import peak_memory
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
-from pyrovae.run import load_run
+from pyrovae.runs.load import load_run
 
 __all__ = ["compare_estimators", "EstimatorComparison", "Z_CRITICAL"]
 
@@ -177,15 +182,7 @@ def compare_estimators(run_dir=None, config=None, out=None, estimators=None, tem
     x, idx = _minibatch(data, split, batch_size, seed, device)
     groups = parameter_groups(model, guide)
 
-    elbos, skipped = {}, {}
-    for name, spec in specs.items():
-        try:
-            elbos[name] = build_elbo(spec.configure(config), model)
-        except ConfigError as err:
-            skipped[name] = str(err)
-    if not elbos:
-        raise ConfigError(f"no estimator applies to model {config.model!r}: "
-                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    elbos, skipped = _build_elbos(specs, config, model)
 
     def estimate_fn(name):
         guide_fn = specs[name].wrap_guide(guide)
@@ -196,6 +193,49 @@ def compare_estimators(run_dir=None, config=None, out=None, estimators=None, tem
     pyro.clear_param_store()
     torch.manual_seed(seed + PILOT_SEED)  # the pilot's draws are not reused by the reference
     directions = _directions(estimate_fn(first), groups, max(20, num_draws // 4), seed)
+    moments, report = _draw_all(elbos, specs, estimate_fn, groups, directions, first, num_draws, warmup,
+                                batch_size, seed, device, progress)
+
+    result = {
+        "model": config.model, "guide": config.guide, "data": config.data, "run_dir": run_dir,
+        "checkpoint": checkpoint if run_dir else "initialization", "split": split, "batch_size": batch_size,
+        "num_draws": num_draws, "warmup": warmup, "seed": seed, "device": str(device),
+        "threads": torch.get_num_threads(), "z_critical": Z_CRITICAL,
+        "parameters": {g: sum(p.numel() for p in ps) for g, ps in groups.items()},
+        "estimators": report, "skipped": skipped, "references": refs,
+        "bias_checks": _bias_checks(specs, moments, refs, report),
+    }
+    if train_seconds > 0:
+        result["training"] = _equal_time(elbos, specs, model, guide, data, config, device, seed, train_seconds,
+                                         progress)
+    path = os.path.join(out, REPORT)
+    write_json(path, result)
+    figures = [variance_figure(os.path.join(out, "estimator_variance.png"), result)]
+    if "training" in result:
+        figures.append(training_figure(os.path.join(out, "estimator_training.png"), result))
+    return EstimatorComparison(result, path, figures)
+
+
+def _build_elbos(specs, config, model):
+    """``({name: ELBO}, {name: why it does not apply})``.
+
+    :raises ConfigError: if no estimator applies."""
+    elbos, skipped = {}, {}
+    for name, spec in specs.items():
+        try:
+            elbos[name] = build_elbo(spec.configure(config), model)
+        except ConfigError as err:
+            skipped[name] = str(err)
+    if not elbos:
+        raise ConfigError(f"no estimator applies to model {config.model!r}: "
+                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return elbos, skipped
+
+
+def _draw_all(elbos, specs, estimate_fn, groups, directions, first, num_draws, warmup, batch_size, seed, device,
+              progress):
+    """R gradient draws of each estimator; ``(moments, report)`` with the variance of each
+    parameter group against ``first``'s."""
     scale = 1.0 / batch_size  # gradients of the mean over the minibatch: per datapoint
     moments, report = {}, {}
     bar = tqdm(total=len(elbos) * num_draws, desc="compare-estimators", unit="gradient",
@@ -218,25 +258,7 @@ def compare_estimators(run_dir=None, config=None, out=None, estimators=None, tem
             ref_var = report[ref]["groups"][group]["variance"]
             stats["variance_ratio"] = stats["variance"] / ref_var if ref_var > 0 else None
             stats["variance_reference"] = ref
-
-    result = {
-        "model": config.model, "guide": config.guide, "data": config.data, "run_dir": run_dir,
-        "checkpoint": checkpoint if run_dir else "initialization", "split": split, "batch_size": batch_size,
-        "num_draws": num_draws, "warmup": warmup, "seed": seed, "device": str(device),
-        "threads": torch.get_num_threads(), "z_critical": Z_CRITICAL,
-        "parameters": {g: sum(p.numel() for p in ps) for g, ps in groups.items()},
-        "estimators": report, "skipped": skipped, "references": refs,
-        "bias_checks": _bias_checks(specs, moments, refs, report),
-    }
-    if train_seconds > 0:
-        result["training"] = _equal_time(elbos, specs, model, guide, data, config, device, seed, train_seconds,
-                                         progress)
-    path = os.path.join(out, REPORT)
-    write_json(path, result)
-    figures = [variance_figure(os.path.join(out, "estimator_variance.png"), result)]
-    if "training" in result:
-        figures.append(training_figure(os.path.join(out, "estimator_training.png"), result))
-    return EstimatorComparison(result, path, figures)
+    return moments, report
 
 
 def _equal_time(elbos, specs, model, guide, data, config, device, seed, budget, progress):

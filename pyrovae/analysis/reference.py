@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.nets import plain_mlp  # the same networks as pyrovae's, without the PyroModule layer
+from pyrovae.nets import (
+    plain_mlp,  # the same networks as pyrovae's, without the PyroModule layer
+)
 
 __all__ = ["ReferenceVAE", "ReferenceM2", "reference_iwae"]
 

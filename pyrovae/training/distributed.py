@@ -109,7 +109,7 @@ def setup(device):
     """Join the process group that ``torchrun`` describes in the environment, once.
 
     :param torch.device device: the requested device, already checked (see
-        :func:`pyrovae.train.resolve_device`); under ``torchrun`` a CUDA device is read as
+        :func:`pyrovae.runs.train.resolve_device`); under ``torchrun`` a CUDA device is read as
         "CUDA": each process takes the GPU ``LOCAL_RANK``.
     :returns: a :class:`Context`; ``world_size`` 1 when not launched by ``torchrun``.
     :raises ConfigError: if a process has no GPU of its own.

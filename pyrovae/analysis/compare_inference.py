@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.jsonio import write_json
+from pyrovae.analysis.memory import peak_memory
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import iwae
-from pyrovae.memory import peak_memory
-from pyrovae.run import load_run
+from pyrovae.jsonio import write_json
+from pyrovae.runs.load import load_run
 
 __all__ = ["compare_inference", "Comparison"]
 
@@ -49,6 +49,37 @@ class Comparison(NamedTuple):
 def _mean_se(values):
     values = torch.cat(values).double()
     return float(values.mean()), float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def _one_batch(model, guide, x, fit_steps, lr, record, num_particles, num_samples, seconds, peaks):
+    """q (the encoder), q* refined from it and per-example q fitted from the prior on one batch;
+    their refinement curves and IWAE estimates. Adds the batch's seconds and peak memory to
+    ``seconds`` and ``peaks``."""
+    with peak_memory() as mem:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            loc, scale = gaussian_params(guide, x)
+        seconds["amortized"] += time.perf_counter() - t0
+    peaks["amortized"] = max(peaks.get("amortized") or 0, mem.peak or 0) or None
+    t0 = time.perf_counter()
+    if fit_steps >= 100:  # the cost of the 100-step refinement, timed on its own
+        fit_local(model, x, loc, scale, steps=100, lr=lr, num_particles=num_particles)
+        seconds["refined_100"] += time.perf_counter() - t0
+    with peak_memory() as mem:
+        qstar, from_encoder = fit_local(model, x, loc, scale, steps=fit_steps, lr=lr, record_at=record,
+                                        num_particles=num_particles)
+    peaks["refined"] = max(peaks.get("refined") or 0, mem.peak or 0) or None
+    t0 = time.perf_counter()
+    with peak_memory() as mem:
+        _, from_scratch = fit_local(model, x, torch.zeros_like(loc), torch.ones_like(scale), steps=fit_steps, lr=lr,
+                                    record_at=record, num_particles=num_particles)
+    seconds["per_example"] += time.perf_counter() - t0
+    peaks["per_example"] = max(peaks.get("per_example") or 0, mem.peak or 0) or None
+    amortized = iwae(model, guide, x, num_samples, psis=True)
+    refined = iwae(model, qstar, x, num_samples, psis=True)
+    return {"from_encoder": [e for _, e in from_encoder], "from_scratch": [e for _, e in from_scratch],
+            "elbo_q": amortized.elbo, "elbo_qstar": refined.elbo, "log_px": refined.log_likelihood,
+            "khat_q": amortized.khat, "khat_qstar": refined.khat}
 
 
 def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=1000, lr=3e-2, split="test", seed=0,
@@ -77,52 +108,39 @@ def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=10
                disable=None if progress is None else not progress)
     for start in range(0, len(x_all), batch_size):
         x = x_all[start : start + batch_size]
-        with peak_memory() as mem:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                loc, scale = gaussian_params(guide, x)
-            seconds["amortized"] += time.perf_counter() - t0
-        peaks["amortized"] = max(peaks.get("amortized") or 0, mem.peak or 0) or None
-        t0 = time.perf_counter()
-        if fit_steps >= 100:  # the cost of the 100-step refinement, timed on its own
-            fit_local(model, x, loc, scale, steps=100, lr=lr, num_particles=num_particles)
-            seconds["refined_100"] += time.perf_counter() - t0
-        with peak_memory() as mem:
-            qstar, curve = fit_local(model, x, loc, scale, steps=fit_steps, lr=lr, record_at=record,
-                                     num_particles=num_particles)
-        peaks["refined"] = max(peaks.get("refined") or 0, mem.peak or 0) or None
-        curves["from_encoder"].append([e for _, e in curve])
-        t0 = time.perf_counter()
-        with peak_memory() as mem:
-            _, curve = fit_local(model, x, torch.zeros_like(loc), torch.ones_like(scale), steps=fit_steps, lr=lr,
-                                 record_at=record, num_particles=num_particles)
-        seconds["per_example"] += time.perf_counter() - t0
-        peaks["per_example"] = max(peaks.get("per_example") or 0, mem.peak or 0) or None
-        curves["from_scratch"].append([e for _, e in curve])
-        amortized = iwae(model, guide, x, num_samples, psis=True)
-        refined = iwae(model, qstar, x, num_samples, psis=True)
-        per["elbo_q"].append(amortized.elbo)
-        per["elbo_qstar"].append(refined.elbo)
-        per["log_px"].append(refined.log_likelihood)
-        per["khat_q"].append(amortized.khat)
-        per["khat_qstar"].append(refined.khat)
+        for key, value in _one_batch(model, guide, x, fit_steps, lr, record, num_particles, num_samples, seconds,
+                                     peaks).items():
+            (curves if key in curves else per)[key].append(value)
         bar.update(len(x))
     bar.close()
 
+    report = _report(per, curves, record, seconds, peaks, guide, config.latent_dim, len(x_all),
+                     dict(split=split, num_examples=len(x_all), num_samples=num_samples, fit_steps=fit_steps, lr=lr,
+                          seed=seed))
+    stem = os.path.join(run_dir, f"compare_inference_{split}_{checkpoint}")
+    path = stem + ".json"
+    write_json(path, report)
+    figure = stem + ".png"
+    _figure(figure, report)
+    return Comparison(report, path, figure)
+
+
+def _report(per, curves, record, seconds, peaks, guide, D, N, header):
+    """The decomposition's numbers from the per-batch results (see the module doc)."""
+    fit_steps = header["fit_steps"]
     weights = np.array([len(c) for c in per["elbo_q"]], dtype=float)
     weights /= weights.sum()
     curve_mean = {k: (np.array(v) * weights[:, None]).sum(0).tolist() for k, v in curves.items()}
     log_px, elbo_qstar, elbo_q = per["log_px"], per["elbo_qstar"], per["elbo_q"]
     approx = [a - b for a, b in zip(log_px, elbo_qstar)]
     amort = [a - b for a, b in zip(elbo_qstar, elbo_q)]
-    D, N = config.latent_dim, len(x_all)
     encoder_params = sum(p.numel() for p in guide.parameters())
     # share of the amortization gap closed by 100 refinement steps, on the curve's own estimates
     gap = _mean_se(amort)[0]
     at_100 = curve_mean["from_encoder"][record.index(100)] if 100 in record else None
     closed = None if at_100 is None or gap <= 0 else (at_100 - curve_mean["from_encoder"][0]) / gap
-    report = {
-        "split": split, "num_examples": N, "num_samples": num_samples, "fit_steps": fit_steps, "lr": lr, "seed": seed,
+    return {
+        **header,
         "log_likelihood": _mean_se(log_px), "elbo_qstar": _mean_se(elbo_qstar), "elbo_q": _mean_se(elbo_q),
         "approximation_gap": _mean_se(approx), "amortization_gap": _mean_se(amort),
         "khat_share_above_0.7": {"q": float((torch.cat(per["khat_q"]) > 0.7).double().mean()),
@@ -139,12 +157,6 @@ def compare_inference(run_dir, num_examples=1000, num_samples=5000, fit_steps=10
         },
         "units": "nats per datapoint; each pair is (mean, standard error)",
     }
-    stem = os.path.join(run_dir, f"compare_inference_{split}_{checkpoint}")
-    path = stem + ".json"
-    write_json(path, report)
-    figure = stem + ".png"
-    _figure(figure, report)
-    return Comparison(report, path, figure)
 
 
 def _figure(path, r):

@@ -13,7 +13,7 @@ import torch
 
 from pyrovae.data import batches
 from pyrovae.inference.elbos import loss_and_grads
-from pyrovae.optim import make_optimizers
+from pyrovae.training.optim import make_optimizers
 from pyrovae.training.validation import validation_elbo
 
 __all__ = ["train_for"]

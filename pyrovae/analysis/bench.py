@@ -1,7 +1,7 @@
 """``pyrovae bench``: pyrovae's training steps and IWAE evaluation against hand-written PyTorch,
 measured in one process.
 
-Three groups, each with its reference (ratio 1) from :mod:`pyrovae.reference`:
+Three groups, each with its reference (ratio 1) from :mod:`pyrovae.analysis.reference`:
 
 * **VAE training step**: the IWAE paper's 784-200-200-50 tanh VAE, Bernoulli decoder, batch
   100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, with and without
@@ -25,17 +25,18 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
+from pyrovae.analysis.memory import peak_memory
+from pyrovae.analysis.reference import ReferenceM2, ReferenceVAE, reference_iwae
+from pyrovae.analysis.startup import time_startup
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
 from pyrovae.inference.marginal import iwae
 from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
-from pyrovae.memory import peak_memory
-from pyrovae.objective import unsupervised_loss
-from pyrovae.optim import make_optimizers
-from pyrovae.reference import ReferenceM2, ReferenceVAE, reference_iwae
-from pyrovae.train import resolve_device
+from pyrovae.runs.train import resolve_device
+from pyrovae.training.objective import unsupervised_loss
+from pyrovae.training.optim import make_optimizers
 
 __all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
@@ -170,8 +171,11 @@ def _time_iwae(x, num_samples, max_rows, device):
 
 @private_param_store
 def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
-              device="cpu", rows=None, out=None, progress=print):
-    """Run the three groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
+              device="cpu", rows=None, out=None, progress=print, startup_repeats=5):
+    """Run the groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
+
+    :param int startup_repeats: rounds of the command-line start-up group
+        (:mod:`pyrovae.analysis.startup`); 0 skips it.
 
     :param int iwae_examples: examples in the IWAE evaluation (default 100 on CPU, 10,000 on
         CUDA); the table also gives the time scaled to 10,000.
@@ -198,6 +202,9 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
     results["M2 training step"] = _time_round_robin(m2_steps, steps, warmup, repeats, device)
     progress(f"timing IWAE evaluation, K={num_samples}, {iwae_examples} examples ...")
     results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device)
+    if startup_repeats:
+        progress("timing command-line start-up ...")
+        results["command-line start-up"] = time_startup(startup_repeats)
     if out:
         write_json(out, {"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
                          "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
@@ -213,6 +220,8 @@ def print_table(results, print=print):
         for r in rows:
             if "seconds_per_example" in r:
                 time_text = f"{r['seconds_per_example'] * 10000:9.0f} s/10k"
+            elif group == "command-line start-up":
+                time_text = f"{r['seconds_median']:9.2f} s"
             else:
                 time_text = f"{1000 * r['seconds_median']:9.2f} ms"
             mem = r.get("peak_memory_bytes")

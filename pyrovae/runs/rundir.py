@@ -6,7 +6,7 @@ import os
 
 from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.runlock import LOCK
+from pyrovae.runs.runlock import LOCK
 
 __all__ = ["CONFIG", "LAST", "BEST", "METRICS", "BASELINE", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
 
@@ -67,7 +67,7 @@ def _clear(out, names):
 def prepare_run_dir(out, config, resume=False, overwrite=False, lock=None, **record):
     """Create ``out`` for a new run, or check it for ``--resume``.
 
-    :param lock: a :class:`~pyrovae.runlock.RunLock`, taken before anything in ``out`` is read or
+    :param lock: a :class:`~pyrovae.runs.runlock.RunLock`, taken before anything in ``out`` is read or
         changed, and held by the caller for as long as it writes the run.
     :param record: facts written beside the options in a new run's ``config.json``.
     :returns: ``(config, resumed)``: the configuration to train with (``config`` for a new run;

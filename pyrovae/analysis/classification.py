@@ -31,7 +31,9 @@ def clustering_scores(assignments, labels):
     k = int(max(a.max(), y.max())) + 1
     counts = torch.zeros(k, k, dtype=torch.int64)
     counts.index_put_((torch.as_tensor(a), torch.as_tensor(y)), torch.ones(len(a), dtype=torch.int64), accumulate=True)
-    from scipy.optimize import linear_sum_assignment  # SciPy and scikit-learn load when labels are scored
+    from scipy.optimize import (
+        linear_sum_assignment,  # SciPy and scikit-learn load when labels are scored
+    )
     from sklearn.metrics import normalized_mutual_info_score
 
     rows, cols = linear_sum_assignment(-counts.numpy())
@@ -65,7 +67,7 @@ def labelled_only_baseline(config, data, num_classes, split="test"):
 
     :returns: ``{"num_labels", "accuracy_labelled_only", "split"}``.
     """
-    from pyrovae.objective import labelled_subset
+    from pyrovae.training.objective import labelled_subset
 
     labelled = labelled_subset(data.train.y, config.num_labels, num_classes, config.seed)
     alone = supervised_baseline(data.train.x[labelled], data.train.y[labelled], num_classes, config.hidden,

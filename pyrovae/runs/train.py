@@ -14,22 +14,39 @@ import numpy as np
 import pyro
 import torch
 
+from pyrovae.analysis.classification import labelled_only_baseline
 from pyrovae.build import build_elbo, build_model_and_guide
-from pyrovae.checkpoint import load_checkpoint
-from pyrovae.classification import labelled_only_baseline
 from pyrovae.data import load_dataset
-from pyrovae.distributed import DataParallelObjective, check_data_parallel, setup
-from pyrovae.errors import ConfigError, Interrupted, PyrovaeError, StorageError, TrainingDiverged
+from pyrovae.errors import (
+    ConfigError,
+    Interrupted,
+    PyrovaeError,
+    StorageError,
+    TrainingDiverged,
+)
 from pyrovae.inference.kl import kl_terms
 from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
 from pyrovae.models import LIKELIHOODS
-from pyrovae.objective import make_objective
-from pyrovae.optim import make_optimizers
 from pyrovae.registry import lookup
-from pyrovae.rundir import BASELINE, LAST, METRICS, prepare_run_dir
-from pyrovae.runlock import RunLock
-from pyrovae.training import Checkpointer, EarlyStopping, GracefulStopping, MetricsLog, ProgressBar, fit
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.rundir import BASELINE, LAST, METRICS, prepare_run_dir
+from pyrovae.runs.runlock import RunLock
+from pyrovae.training import (
+    Checkpointer,
+    EarlyStopping,
+    GracefulStopping,
+    MetricsLog,
+    ProgressBar,
+    fit,
+)
+from pyrovae.training.distributed import (
+    DataParallelObjective,
+    check_data_parallel,
+    setup,
+)
+from pyrovae.training.objective import make_objective
+from pyrovae.training.optim import make_optimizers
 from pyrovae.training.validation import validation_elbo
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
@@ -41,8 +58,8 @@ class TrainResult(NamedTuple):
     best_epoch: int  #: epoch of the best validation ELBO (the best.pt checkpoint)
     best_valid_elbo: float  #: nats per datapoint
     stopped_early: bool
-    evaluation: object  #: test-split :class:`~pyrovae.evaluate.Evaluation`, or None
-    figures: list  #: PNG paths written by :func:`pyrovae.plots.plot_run`
+    evaluation: object  #: test-split :class:`~pyrovae.analysis.evaluate.Evaluation`, or None
+    figures: list  #: PNG paths written by :func:`pyrovae.analysis.plots.plot_run`
     baseline: dict = None  #: semi-supervised runs: the labels-only classifier (``baseline_labelled_only.json``)
 
 
@@ -83,7 +100,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     :returns: a :class:`TrainResult`.
     :raises ConfigError, DataError, UnknownNameError, CheckpointError: for bad input,
         before anything is written; ``CheckpointError`` too when another process is writing
-        ``out`` (:class:`~pyrovae.runlock.RunLock`), or ``overwrite`` finds files there that are
+        ``out`` (:class:`~pyrovae.runs.runlock.RunLock`), or ``overwrite`` finds files there that are
         not a pyrovae run's.
     :raises TrainingDiverged: when the loss is NaN or infinite; ``last.pt`` keeps the
         last completed epoch.
@@ -91,7 +108,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
         after the current step (resuming from it gives the uninterrupted run's results).
 
     Started by ``torchrun`` with several processes, it trains data-parallel (see
-    :mod:`pyrovae.distributed`): every process returns, and rank 0 alone writes ``out``.
+    :mod:`pyrovae.training.distributed`): every process returns, and rank 0 alone writes ``out``.
     """
     lock = RunLock()  # rank 0 takes it in prepare_run_dir; held until training, evaluation and figures end
     try:
@@ -198,14 +215,14 @@ def _evaluate_and_plot(config, out, data, progress, context, epochs):
     evaluation, figures = None, []
     try:
         if config.eval_num_samples > 0:
-            from pyrovae.evaluate import evaluate_run
+            from pyrovae.analysis.evaluate import evaluate_run
 
             evaluation = evaluate_run(out, split="test", num_samples=config.eval_num_samples, data=data,
                                       progress=progress if context.is_main else False, device=str(context.device),
                                       context=context)
         if context.is_main:
-            from pyrovae.plots import plot_run
-            from pyrovae.run import load_run
+            from pyrovae.analysis.plots import plot_run
+            from pyrovae.runs.load import load_run
 
             best_run = load_run(out, "best", str(context.device), data)
             figures = plot_run(out, best_run.model, best_run.guide, data)

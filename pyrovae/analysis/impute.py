@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.jsonio import write_json
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.imputation import impute_batch
 from pyrovae.inference.local_fit import fit_local
-from pyrovae.run import load_run
+from pyrovae.jsonio import write_json
+from pyrovae.runs.load import load_run
 
 __all__ = ["make_mask", "impute_run", "Imputation", "MASKS", "METHODS"]
 

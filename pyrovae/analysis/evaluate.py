@@ -30,18 +30,23 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from pyrovae.analysis.classification import classification_accuracy, clustering_scores
+from pyrovae.analysis.plots import plot_collapse, plot_khat
 from pyrovae.checks import check_int, check_seed
-from pyrovae.classification import classification_accuracy, clustering_scores
-from pyrovae.distributed import SINGLE
 from pyrovae.errors import ConfigError
-from pyrovae.inference.diagnostics import KHAT_THRESHOLD, PSIS_MIN_SAMPLES, mutual_information, per_dimension_kl
+from pyrovae.inference.diagnostics import (
+    KHAT_THRESHOLD,
+    PSIS_MIN_SAMPLES,
+    mutual_information,
+    per_dimension_kl,
+)
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
 from pyrovae.jsonio import write_json
 from pyrovae.models import guide_discrete_sites
-from pyrovae.plots import plot_collapse, plot_khat
-from pyrovae.run import load_run
+from pyrovae.runs.load import load_run
+from pyrovae.training.distributed import SINGLE
 
 __all__ = ["evaluate", "evaluate_run", "EvaluationResult", "Evaluation", "output_tag"]
 
@@ -82,7 +87,7 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
         2018), ``per-example`` (per-example Gaussians fitted from the prior for ``refine_steps``
         steps), or ``auto``: the guide itself (a per-example guide uses its table on the
         training ``split`` and is fitted per example elsewhere).
-    :param context: a :class:`~pyrovae.distributed.Context`; with several processes each scores
+    :param context: a :class:`~pyrovae.training.distributed.Context`; with several processes each scores
         a contiguous block of ``x`` and rank 0 gathers the per-datapoint results.
     :returns: an :class:`EvaluationResult` (None on ranks other than 0).
     :raises ConfigError: for a bad option.
