@@ -57,3 +57,12 @@ def test_a_users_modules_through_fit_resume_exactly_after_sigkill(tmp_path):
             assert torch.equal(a[part][key], b[part][key]), (part, key)
     assert _metrics(run) == _metrics(tmp_path / "straight")
     assert resumed.stdout == straight.stdout  # the same best epoch, log-likelihood and ELBO
+
+
+def test_import_pyrovae_is_light_and_names_the_entry_points():
+    code = ("import sys, pyrovae; assert 'torch' not in sys.modules and 'pyro' not in sys.modules; "
+            "from pyrovae import fit, train, evaluate, load_run, TrainConfig; "
+            "print(fit.__module__, train.__module__, evaluate.__module__, TrainConfig().epochs)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pyrovae.training.loop", "pyrovae.runs.train", "pyrovae.analysis.evaluate", "200"]
