@@ -14,16 +14,23 @@ iwae           ``RenyiELBO(alpha=0)``       importance-weighted bound (Burda et 
                                             arXiv:1509.00519, eq. 8)
 relaxed        ``Trace_ELBO`` on relaxed    Gumbel-softmax / Concrete reparameterization of
                model and guide              discrete sites (see :mod:`.relax`)
+stl            :class:`~.stl.STL_ELBO`      path derivative, "sticking the landing" (Roeder,
+                                            Wu & Duvenaud 2017; see :mod:`.stl`)
+iwae-dreg      :class:`~.dreg.IWAE_DReG`    the IWAE bound, doubly reparameterized guide
+                                            gradients (Tucker et al. 2019; :mod:`.dreg`)
+iwae-stl       :class:`~.dreg.IWAE_STL`     the IWAE bound, path-derivative guide gradients
 =============  ===========================  ==================================================
 
 All estimate the ELBO :math:`\mathbb{E}_q[\log p(x,z) - \log q(z|x)]`, except ``iwae``,
-which estimates :math:`\mathbb{E}[\log \frac1K \sum_k p(x,z_k)/q(z_k|x)]` per datapoint.
+``iwae-dreg`` and ``iwae-stl``, which estimate :math:`\mathbb{E}[\log \frac1K \sum_k p(x,z_k)/q(z_k|x)]` per datapoint.
 Particles are vectorized: ``num_particles`` samples are drawn in one batched pass.
 """
 
 import pyro.poutine as poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyrovae.inference.dreg import IWAE_DReG, IWAE_STL
 from pyrovae.inference.relax import Relaxed_ELBO
+from pyrovae.inference.stl import STL_ELBO
 
 from pyrovae.errors import ConfigError
 from pyrovae.registry import Registry, lookup
@@ -47,6 +54,9 @@ ELBOS = Registry("ELBO", "pyrovae.elbos", {
     "enum": Enumerated_ELBO,
     "iwae": RenyiELBO,  # alpha=0
     "relaxed": Relaxed_ELBO,  # temperature options from make_elbo's keyword arguments
+    "stl": STL_ELBO,
+    "iwae-dreg": IWAE_DReG,
+    "iwae-stl": IWAE_STL,
 })
 
 
@@ -76,12 +86,12 @@ def make_elbo(name, num_particles=1, max_plate_nesting=1, **options):
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
     )
+    if (cls is RenyiELBO or getattr(cls, "multi_sample", False)) and num_particles < 2:
+        raise ConfigError(
+            f"the {name} bound with one particle is the ELBO; pass --num-particles K with "
+            "K >= 2 (Burda et al. 2016 use K = 5 and 50), or use --elbo trace"
+        )
     if cls is RenyiELBO:
-        if num_particles < 2:
-            raise ConfigError(
-                "the iwae bound with one particle is the ELBO; pass --num-particles K with "
-                "K >= 2 (Burda et al. 2016 use K = 5 and 50), or use --elbo trace"
-            )
         kwargs["alpha"] = 0.0
     return cls(**kwargs, **options)
 

@@ -84,6 +84,10 @@ ESTIMATORS = {
     "score+baseline": Estimator("tracegraph", score_function=True, baselines="average"),
     "iwae-5": Estimator("iwae", num_particles=5, objective="iwae-5"),
     "iwae-50": Estimator("iwae", num_particles=50, objective="iwae-50"),
+    "stl": Estimator("stl"),
+    "iwae-dreg-5": Estimator("iwae-dreg", num_particles=5, objective="iwae-5"),
+    "iwae-dreg-50": Estimator("iwae-dreg", num_particles=50, objective="iwae-50"),
+    "iwae-stl-5": Estimator("iwae-stl", num_particles=5, objective="iwae-5"),
     "enum": Estimator("enum"),
     "tracegraph": Estimator("tracegraph", baselines="none"),
     "tracegraph+baseline": Estimator("tracegraph"),
@@ -92,7 +96,8 @@ ESTIMATORS = {
 # the default comparison for models with continuous latents only, and with discrete latents;
 # the first entry is the reference of the bias check
 LINEUPS = {
-    "continuous": ("trace", "meanfield", "score", "score+baseline", "iwae-5", "iwae-50"),
+    "continuous": ("trace", "meanfield", "stl", "score", "score+baseline", "iwae-5", "iwae-dreg-5", "iwae-stl-5",
+                   "iwae-50", "iwae-dreg-50"),
     "discrete": ("enum", "tracegraph", "tracegraph+baseline"),  # and relaxed-T for each temperature
 }
 

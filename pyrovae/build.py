@@ -90,7 +90,8 @@ def build_elbo(config, model):
         raise ConfigError(f"--elbo meanfield puts each latent site's KL in closed form, which is biased when the "
                           f"guide draws one site given another, as model {config.model!r}'s does; use --elbo trace "
                           "or iwae")
-    if discrete and config.elbo in ("meanfield", "iwae") and not getattr(model, "requires_enum", False):
+    reparameterized_only = config.elbo in ("meanfield", "iwae") or getattr(elbo, "reparameterized_only", False)
+    if discrete and reparameterized_only and not getattr(model, "requires_enum", False):
         raise ConfigError(f"--elbo {config.elbo} has no gradient estimator for the discrete sites {discrete} of "
                           f"model {config.model!r}; use enum, tracegraph or relaxed")
     return elbo

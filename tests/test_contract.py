@@ -29,8 +29,13 @@ def _data(likelihood):
     return torch.bernoulli(x, generator=gen) if LIKELIHOODS[likelihood].binary else x
 
 
+MULTI_SAMPLE = ("iwae", "iwae-dreg", "iwae-stl")  # bounds over K >= 2 particles
+PATH_DERIVATIVE = ("stl", "iwae-dreg", "iwae-stl")  # hold q's parameters fixed: no discrete sites, no flows
+FLOW_GUIDES = ("iaf",)  # q's parameters live in its transforms
+
+
 def _setup(model, guide, elbo, prior, likelihood):
-    num_particles = 3 if elbo == "iwae" else 1
+    num_particles = 3 if elbo in MULTI_SAMPLE else 1
     config = TrainConfig(model=model, guide=guide, elbo=elbo, prior=prior, likelihood=likelihood,
                          latent_dim=D, hidden=(8,), num_particles=num_particles)
     return config, *build_model_and_guide(config, P, N)
@@ -48,7 +53,7 @@ def _cases():
 
 
 # estimators that must be refused: no enumerable site for enum; a model whose ELBO needs enum;
-# no gradient for discrete guide sites under meanfield and iwae
+# no gradient for discrete guide sites under meanfield, iwae and the path-derivative estimators
 def _refused(model, elbo):
     discrete_guide = guide_discrete_sites(model)
     if elbo == "enum":
@@ -57,7 +62,7 @@ def _refused(model, elbo):
         return True
     if elbo == "meanfield" and not getattr(model, "mean_field", True):
         return True
-    return bool(discrete_guide) and elbo in ("meanfield", "iwae")
+    return bool(discrete_guide) and elbo in ("meanfield", "iwae", *PATH_DERIVATIVE)
 
 
 def test_every_model_trains_with_two_estimators_or_more():
@@ -108,6 +113,10 @@ def test_one_training_step(model, guide, elbo, prior, likelihood):
     params = [*model.parameters(), *guide.parameters()]
     before = [p.detach().clone() for p in params]
     optimizer = make_optimizers([model, guide], lr=1e-2)
+    if elbo in PATH_DERIVATIVE and config.guide in FLOW_GUIDES:
+        with pytest.raises(ConfigError, match="flow guide such as iaf"):
+            loss_and_grads(estimator, model, guide, x[idx], idx, N)
+        return
     with pyro.validation_enabled(True):
         loss = loss_and_grads(estimator, model, guide, x[idx], idx, N)
     assert math.isfinite(loss)

@@ -61,14 +61,15 @@ def test_meanfield_exact_posterior_loss_in_expectation():
     assert loss == pytest.approx(expected, abs=0.6)  # per-particle std ~18, so the mean's std ~0.13
 
 
-def test_iwae_minibatch_is_per_datapoint_bound():
-    """The iwae loss on a subsampled batch equals -(N/B) sum_i log mean_k w_ik, computed by hand
+@pytest.mark.parametrize("name", ["iwae", "iwae-dreg", "iwae-stl"])
+def test_iwae_minibatch_is_per_datapoint_bound(name):
+    """The iwae losses on a subsampled batch equal -(N/B) sum_i log mean_k w_ik, computed by hand
     from the same draws; Pyro's plate scale alone would give a different (sharper) quantity."""
     ppca = make_ppca(num_data=20)
     guide = ppca.guide_at(loc_shift=0.7, scale_factor=1.8)
     idx = torch.tensor([0, 3, 5, 9])
     K, N, B = 4, 20, 4
-    estimator = make_elbo("iwae", K)
+    estimator = make_elbo(name, K)
     torch.manual_seed(5)
     loss = loss_and_grads(estimator, ppca.model, guide, ppca.x[idx], idx, N)
     torch.manual_seed(5)

@@ -18,7 +18,7 @@ from pyrovae.inference.estimators import ESTIMATORS, estimator, lineup
 from pyrovae.inference.gradients import draw_gradients, parameter_groups, z_score
 
 from pyrovae.analysis.compare_estimators import compare_estimators
-from pyrovae.build import build_elbo
+from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, ConfigError, UnknownNameError
 from tests.exact import categorical_exact_terms, make_categorical, make_ppca
@@ -83,11 +83,11 @@ def test_closed_form_elbo_is_right(ppca_off_posterior):
         assert float(ppca_elbo(ppca, guide, ppca.x)) == pytest.approx(float(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["trace", "meanfield", "score", "score+baseline"])
+@pytest.mark.parametrize("name", ["trace", "meanfield", "stl", "score", "score+baseline"])
 def test_unbiased_estimators_match_the_closed_form_gradient(ppca_off_posterior, name):
     ppca, guide = ppca_off_posterior
     exact = _exact(-ppca_elbo(ppca, guide, ppca.x), ppca.model, guide)
-    num_draws = 400 if name in ("trace", "meanfield") else 500
+    num_draws = 400 if name in ("trace", "meanfield", "stl") else 500
     _assert_matches(_draws(name, ppca.model, guide, ppca.x, num_draws), exact, power=0.2)
 
 
@@ -112,6 +112,73 @@ def test_iwae_gradient_at_the_exact_posterior(ppca_off_posterior):
     enc = moments["encoder"]
     z = enc.mean / (enc.variances / enc.count).sqrt().clamp_min(1e-9)
     assert z.abs().max() < 5 and enc.variances.sum() > 0
+
+
+def test_stl_guide_gradient_vanishes_at_the_exact_posterior(ppca_off_posterior):
+    """At q = p(z|x), log p(x, z) - log q(z|x) = log p(x) for every z: the path derivative is zero
+    for every draw (Roeder et al. 2017), while trace keeps the score term's noise."""
+    ppca = ppca_off_posterior[0]
+    guide = ppca.guide_at()
+    stl = _draws("stl", ppca.model, guide, ppca.x, 50)["encoder"]
+    trace = _draws("trace", ppca.model, guide, ppca.x, 50)["encoder"]
+    assert float(trace.variances.sum()) > 1.0
+    assert float(stl.variances.sum()) < 1e-9 * float(trace.variances.sum())
+    assert float(stl.mean.abs().max()) < 1e-4  # and its mean is the exact encoder gradient, zero
+
+
+def _agree(a, b):
+    """z-tests of two estimators' mean gradients from independent draws, every coordinate."""
+    for group in a:
+        se = (a[group].variances / a[group].count + b[group].variances / b[group].count).sqrt()
+        z = (a[group].mean - b[group].mean) / se.clamp_min(1e-9)
+        assert z.abs().max() < 5, (group, z)
+        assert se.norm() < 0.2 * b[group].mean.norm(), (group, se.norm())  # power
+
+
+def test_iwae_dreg_is_unbiased_for_the_iwae_gradient(ppca_off_posterior):
+    ppca, guide = ppca_off_posterior
+    dreg = _draws("iwae-dreg-5", ppca.model, guide, ppca.x, 600, seed=1)
+    plain = _draws("iwae-5", ppca.model, guide, ppca.x, 600, seed=2)
+    _agree(dreg, plain)
+
+
+def test_iwae_dreg_guide_snr_grows_with_k_while_iwae_falls(ppca_off_posterior):
+    """Rainforth et al. (2018): the reparameterized IWAE encoder gradient's SNR falls as
+    O(1/sqrt K); DReG's does not (Tucker et al. 2019, fig. 1)."""
+    ppca, guide = ppca_off_posterior
+    snr = {name: _draws(name, ppca.model, guide, ppca.x, 200, seed=3)["encoder"].summary()["snr"]
+           for name in ("iwae-5", "iwae-50", "iwae-dreg-5", "iwae-dreg-50")}
+    assert snr["iwae-50"] < snr["iwae-5"] and snr["iwae-dreg-50"] > snr["iwae-dreg-5"], snr
+
+
+def test_iwae_dreg_and_stl_values_are_the_iwae_bound_and_run_under_stock_svi(ppca_off_posterior):
+    from pyro.infer import SVI
+
+    from pyrovae.inference.dreg import IWAE_DReG, IWAE_STL
+
+    ppca, guide = ppca_off_posterior
+    values = {}
+    for name in ("iwae", "iwae-dreg", "iwae-stl"):
+        elbo = build_elbo(TrainConfig(elbo=name, num_particles=5), ppca.model)
+        torch.manual_seed(0)
+        values[name] = loss_and_grads(elbo, ppca.model, guide, ppca.x)
+    assert values["iwae-dreg"] == pytest.approx(values["iwae"], rel=1e-6)
+    assert values["iwae-stl"] == pytest.approx(values["iwae"], rel=1e-6)
+    for cls in (IWAE_DReG, IWAE_STL):
+        svi = SVI(ppca.model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=cls(num_particles=5))
+        assert math.isfinite(svi.step(ppca.x))
+
+
+def test_path_derivative_estimators_refuse_discrete_and_flow_guides():
+    from pyrovae.inference.stl import STL_ELBO
+
+    with pytest.raises(ConfigError, match="--elbo stl has no gradient estimator for the discrete sites"):
+        build_elbo(TrainConfig(model="bernoulli-vae", elbo="stl"), build_model_and_guide(
+            TrainConfig(model="bernoulli-vae", latent_dim=2, hidden=(4,)), 4, 10)[0])
+    config = TrainConfig(guide="iaf", latent_dim=2, hidden=(4,))
+    model, guide = build_model_and_guide(config, 4, 10)
+    with pytest.raises(ConfigError, match="flow guide such as iaf"):
+        loss_and_grads(STL_ELBO(), model, guide, torch.rand(3, 4).round())
 
 
 def test_discrete_estimators_match_the_exact_sum():
@@ -155,7 +222,8 @@ def test_low_temperature_relaxed_gradients_are_finite():
 
 def test_lineups_and_names():
     ppca = make_ppca()
-    assert lineup(ppca.model) == ("trace", "meanfield", "score", "score+baseline", "iwae-5", "iwae-50")
+    assert lineup(ppca.model) == ("trace", "meanfield", "stl", "score", "score+baseline", "iwae-5", "iwae-dreg-5",
+                                  "iwae-stl-5", "iwae-50", "iwae-dreg-50")
     model, _, _ = make_categorical()
     assert lineup(model, (1.0, 0.25)) == ("enum", "tracegraph", "tracegraph+baseline", "relaxed-1", "relaxed-0.25")
     assert estimator("relaxed-0.25").temperature == 0.25
