@@ -3,6 +3,7 @@
 from pyrovae.errors import ConfigError
 from pyrovae.inference.elbos import ELBOS, make_elbo
 from pyrovae.inference.guides import guides_for
+from pyrovae.inference.objective_weights import WEIGHTABLE, FreeBits_ELBO, KLWeighted
 from pyrovae.local import localize_
 from pyrovae.models import LIKELIHOODS, MODELS, PRIORS
 from pyrovae.nets import NETS, traceable_params_
@@ -62,11 +63,14 @@ def build_model_and_guide(config, num_pixels, num_data=None, image_shape=None):
     return model, guide
 
 
-def build_elbo(config, model):
-    """The configured Pyro ELBO, checked against the model.
+def build_elbo(config, model, steps_per_epoch=1):
+    """The configured Pyro ELBO, checked against the model; with ``beta``, ``kl_warmup`` or
+    ``free_bits`` set, the estimator with its KL term weighted
+    (:mod:`pyrovae.inference.objective_weights`), its warm-up ``kl_warmup * steps_per_epoch`` steps.
 
     :raises ConfigError: for ``enum`` with a model without enumerable discrete sites, or another
-        estimator with a model whose ELBO needs enumeration.
+        estimator with a model whose ELBO needs enumeration; for KL weights with an estimator
+        other than trace, meanfield and stl (free bits: trace only).
     :raises UnknownNameError: for an unknown ELBO name.
     """
     check_options(lookup(ELBOS, config.elbo, "ELBO"), config.elbo_options, "elbo", config.elbo,
@@ -77,6 +81,7 @@ def build_elbo(config, model):
                        anneal_rate=config.anneal_rate, straight_through=config.straight_through)
     elbo = make_elbo(config.elbo, config.num_particles, model.max_plate_nesting, **options,
                      **config.elbo_options)
+    elbo = _weighted(config, elbo, steps_per_epoch)
     discrete = getattr(model, "discrete_sites", ())
     if config.elbo == "enum" and not (discrete and getattr(model, "enumerable", False)):
         raise ConfigError(
@@ -95,3 +100,19 @@ def build_elbo(config, model):
         raise ConfigError(f"--elbo {config.elbo} has no gradient estimator for the discrete sites {discrete} of "
                           f"model {config.model!r}; use enum, tracegraph or relaxed")
     return elbo
+
+
+def _weighted(config, elbo, steps_per_epoch):
+    """``elbo`` with the configured KL weights, or ``elbo`` itself at the defaults (today's losses)."""
+    if config.beta == 1 and not config.kl_warmup and not config.free_bits:
+        return elbo
+    if config.elbo not in WEIGHTABLE:
+        raise ConfigError(f"--beta, --kl-warmup and --free-bits weight the KL term of a reparameterized ELBO "
+                          f"({', '.join(WEIGHTABLE)}); --elbo {config.elbo} has none to weight")
+    if config.free_bits:
+        if config.elbo != "trace":
+            raise ConfigError(f"--free-bits floors the Monte Carlo KL per dimension: use it with --elbo trace, "
+                              f"not {config.elbo}")
+        elbo = FreeBits_ELBO(config.free_bits, num_particles=elbo.num_particles,
+                             max_plate_nesting=elbo.max_plate_nesting, vectorize_particles=elbo.vectorize_particles)
+    return KLWeighted(elbo, config.beta, config.kl_warmup * steps_per_epoch)

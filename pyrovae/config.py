@@ -50,6 +50,13 @@ class TrainConfig:
     net_options: dict = option({}, "keyword options of the network family, e.g. channels=16,32")
     elbo_options: dict = option({}, "keyword options of the ELBO class")
     num_particles: int = option(1, "samples per datapoint per step, K for iwae")
+    # weights on the KL term (reparameterized estimators: trace, meanfield, stl; see
+    # pyrovae.inference.objective_weights); evaluation always reports the unweighted ELBO
+    beta: float = option(1.0, "beta-VAE weight of the KL term (Higgins et al. 2017); 1 is the ELBO")
+    kl_warmup: int = option(0, "KL warm-up: epochs over which the KL weight rises linearly from 0 to --beta "
+                            "(Bowman et al. 2016); 0: none")
+    free_bits: float = option(0.0, "free bits: nats per latent dimension below which the minibatch's KL is not "
+                              "pushed (Kingma et al. 2016); 0: none")
     # architecture: the IWAE paper's 784-200-200-50 tanh network (Burda et al. 2016, app. C)
     latent_dim: int = option(50, "latent dimension D")
     hidden: tuple = option((200, 200), "hidden layer widths of encoder and decoder, e.g. 200,200")
@@ -96,11 +103,11 @@ class TrainConfig:
             _check_type(name(f.name), getattr(self, f.name), f.type)
         for key in ("latent_dim", "epochs", "batch_size", "num_particles", "num_classes", "patience"):
             check_int(name(key), getattr(self, key), 1)
-        for key in ("num_labels", "local_steps", "eval_num_samples"):
+        for key in ("num_labels", "local_steps", "eval_num_samples", "kl_warmup"):
             check_int(name(key), getattr(self, key), 0)
         for key in ("lr", "local_lr", "temperature", "temperature_min"):
             check_float(name(key), getattr(self, key), 0, low_open=True)
-        for key in ("aux_weight", "anneal_rate"):
+        for key in ("aux_weight", "anneal_rate", "beta", "free_bits"):
             check_float(name(key), getattr(self, key), 0)
         for key in ("seed", "split_seed"):
             check_seed(name(key), getattr(self, key))

@@ -4,6 +4,7 @@ with its callbacks (metrics log, checkpoints and exact resume, early stopping, p
 stop), then evaluate the best checkpoint on the test split and draw the figures.
 """
 
+import math
 import os
 import random
 import sys
@@ -173,7 +174,7 @@ def _prepare(config, out, resume, overwrite, log, lock, context):
     seed_everything(config.seed)  # before building: initial weights follow --seed
     num_train = len(data.train)
     model, guide = build_model_and_guide(config, data.num_pixels, context.shard_size(num_train), data.image_shape)
-    elbo = build_elbo(config, model)
+    elbo = build_elbo(config, model, steps_per_epoch=math.ceil(num_train / config.batch_size))
     if context.parallel:
         check_data_parallel(model, elbo)
         if config.jit:
