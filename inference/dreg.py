@@ -36,21 +36,20 @@ from pyro.poutine.util import prune_subsample_sites
 from pyrovae.errors import ConfigError
 from pyrovae.inference.stl import stopped_log_prob
 
-__all__ = ["IWAE_DReG", "IWAE_STL"]
+__all__ = ["ParticleBound", "IWAE_DReG", "IWAE_STL"]
 
 
-class IWAE_DReG(ELBO):
-    """The IWAE bound (K = ``num_particles`` >= 2, vectorized) with DReG guide gradients; a Pyro
-    ELBO usable with stock ``SVI`` (``loss``, ``loss_and_grads``) and ``ELBOModule``
-    (``differentiable_loss``). See the module doc for the objective and the gradients.
+class ParticleBound(ELBO):
+    """A K-sample bound on log p(x) per datapoint (K = ``num_particles`` >= 2, vectorized in a
+    particle plate left of the model's plates), as a Pyro ELBO usable with stock ``SVI``
+    (``loss``, ``loss_and_grads``) and ``ELBOModule`` (``differentiable_loss``). Subclasses give
+    the surrogate whose gradient is the estimator's (``_surrogate``).
 
-    :raises ConfigError: for ``num_particles < 2``; at the first step, for a guide site without
-        ``rsample`` or with a flow, or a site outside the data plate.
+    :raises ConfigError: for ``num_particles < 2``; at the first step, for a site outside the data plate.
     """
 
-    reparameterized_only = True
     multi_sample = True  # make_elbo refuses one particle
-    doubly = True  # False: iwae-stl
+    doubly = False  # a second model run on the stopped values (IWAE_DReG)
 
     def __init__(self, num_particles=2, max_plate_nesting=1, vectorize_particles=True, **kwargs):
         if num_particles < 2:
@@ -59,7 +58,7 @@ class IWAE_DReG(ELBO):
                          vectorize_particles=True, **kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):  # Pyro's per-particle hook; the K particles run in one pass
-        raise NotImplementedError("IWAE_DReG draws its particles vectorized in _traces")
+        raise NotImplementedError("the particles are drawn vectorized in _traces")
 
     def _traces(self, model, guide, args, kwargs):
         with pyro.plate("particles", self.num_particles, dim=-(self.max_plate_nesting + 1)):
@@ -92,18 +91,8 @@ class IWAE_DReG(ELBO):
         return total, scale
 
     def _surrogate(self, model, guide, args, kwargs):
-        guide_trace, model_trace, stopped = self._traces(model, guide, args, kwargs)
-        log_p, scale = self._per_datapoint(model_trace)
-        log_q_stopped, _ = self._per_datapoint(guide_trace, stopped_log_prob)
-        log_w = log_p - log_q_stopped  # the values of log w_k, (K, B)
-        bound = torch.logsumexp(log_w.detach(), 0) - math.log(self.num_particles)  # (B,)
-        w = torch.softmax(log_w.detach(), 0)
-        if self.doubly:
-            log_p_stopped, _ = self._per_datapoint(stopped)
-            surrogate = ((w - w**2) * log_p_stopped + w**2 * log_w).sum(0)
-        else:
-            surrogate = (w * log_w).sum(0)
-        return -scale * bound.sum(), -scale * surrogate.sum()
+        """``(loss, surrogate)``: the negative bound's value and the tensor whose gradient is the estimator's."""
+        raise NotImplementedError
 
     def loss(self, model, guide, *args, **kwargs):
         with torch.no_grad():
@@ -118,6 +107,31 @@ class IWAE_DReG(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward(retain_graph=self.retain_graph)
         return loss.item()
+
+
+class IWAE_DReG(ParticleBound):
+    """The IWAE bound with DReG guide gradients (module doc): ``iwae-dreg``.
+
+    :raises ConfigError: at the first step, for a guide site without ``rsample`` or with a flow.
+    """
+
+    reparameterized_only = True
+    doubly = True
+
+    def _surrogate(self, model, guide, args, kwargs):
+        guide_trace, model_trace, stopped = self._traces(model, guide, args, kwargs)
+        log_p, scale = self._per_datapoint(model_trace)
+        log_q_stopped, _ = self._per_datapoint(guide_trace, stopped_log_prob)
+        log_w = log_p - log_q_stopped  # the values of log w_k, (K, B)
+        bound = torch.logsumexp(log_w.detach(), 0) - math.log(self.num_particles)  # (B,)
+        w = torch.softmax(log_w.detach(), 0)
+        if self.doubly:
+            log_p_stopped, _ = self._per_datapoint(stopped)
+            surrogate = ((w - w**2) * log_p_stopped + w**2 * log_w).sum(0)
+        else:
+            surrogate = (w * log_w).sum(0)
+        return -scale * bound.sum(), -scale * surrogate.sum()
+
 
 
 class IWAE_STL(IWAE_DReG):

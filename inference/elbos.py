@@ -19,10 +19,12 @@ stl            :class:`~.stl.STL_ELBO`      path derivative, "sticking the landi
 iwae-dreg      :class:`~.dreg.IWAE_DReG`    the IWAE bound, doubly reparameterized guide
                                             gradients (Tucker et al. 2019; :mod:`.dreg`)
 iwae-stl       :class:`~.dreg.IWAE_STL`     the IWAE bound, path-derivative guide gradients
+vimco          :class:`~.vimco.VIMCO`       the K-sample bound, score function with
+                                            leave-one-out baselines (Mnih & Rezende 2016)
 =============  ===========================  ==================================================
 
 All estimate the ELBO :math:`\mathbb{E}_q[\log p(x,z) - \log q(z|x)]`, except ``iwae``,
-``iwae-dreg`` and ``iwae-stl``, which estimate :math:`\mathbb{E}[\log \frac1K \sum_k p(x,z_k)/q(z_k|x)]` per datapoint.
+``iwae-dreg``, ``iwae-stl`` and ``vimco``, which estimate :math:`\mathbb{E}[\log \frac1K \sum_k p(x,z_k)/q(z_k|x)]` per datapoint.
 Particles are vectorized: ``num_particles`` samples are drawn in one batched pass.
 """
 
@@ -31,6 +33,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 from pyrovae.inference.dreg import IWAE_DReG, IWAE_STL
 from pyrovae.inference.relax import Relaxed_ELBO
 from pyrovae.inference.stl import STL_ELBO
+from pyrovae.inference.vimco import VIMCO
 
 from pyrovae.errors import ConfigError
 from pyrovae.registry import Registry, lookup
@@ -57,6 +60,7 @@ ELBOS = Registry("ELBO", "pyrovae.elbos", {
     "stl": STL_ELBO,
     "iwae-dreg": IWAE_DReG,
     "iwae-stl": IWAE_STL,
+    "vimco": VIMCO,
 })
 
 

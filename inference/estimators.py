@@ -88,6 +88,7 @@ ESTIMATORS = {
     "iwae-dreg-5": Estimator("iwae-dreg", num_particles=5, objective="iwae-5"),
     "iwae-dreg-50": Estimator("iwae-dreg", num_particles=50, objective="iwae-50"),
     "iwae-stl-5": Estimator("iwae-stl", num_particles=5, objective="iwae-5"),
+    "vimco-5": Estimator("vimco", num_particles=5, objective="iwae-5"),
     "enum": Estimator("enum"),
     "tracegraph": Estimator("tracegraph", baselines="none"),
     "tracegraph+baseline": Estimator("tracegraph"),
@@ -98,7 +99,7 @@ ESTIMATORS = {
 LINEUPS = {
     "continuous": ("trace", "meanfield", "stl", "score", "score+baseline", "iwae-5", "iwae-dreg-5", "iwae-stl-5",
                    "iwae-50", "iwae-dreg-50"),
-    "discrete": ("enum", "tracegraph", "tracegraph+baseline"),  # and relaxed-T for each temperature
+    "discrete": ("enum", "tracegraph", "tracegraph+baseline", "vimco-5"),  # and relaxed-T for each temperature
 }
 
 

@@ -40,7 +40,8 @@ class TrainConfig:
     prior: str = option("standard-normal", "prior name" + PLUGIN)
     likelihood: str = option("bernoulli", "bernoulli (binary images) or gaussian" + PLUGIN)
     guide: str = option("amortized", "guide name" + PLUGIN)
-    elbo: str = option("trace", "trace, meanfield, tracegraph, enum, iwae, relaxed, stl, iwae-dreg or iwae-stl" + PLUGIN)
+    elbo: str = option("trace", "trace, meanfield, tracegraph, enum, iwae, relaxed, stl, iwae-dreg, iwae-stl or vimco"
+                       + PLUGIN)
     net: str = option("mlp", "network family of encoder and decoder: mlp or conv" + PLUGIN)
     # keyword options of each component's constructor, e.g. {"num_components": 100} for the prior
     model_options: dict = option({}, "keyword options of the model's constructor")

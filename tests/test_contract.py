@@ -29,7 +29,7 @@ def _data(likelihood):
     return torch.bernoulli(x, generator=gen) if LIKELIHOODS[likelihood].binary else x
 
 
-MULTI_SAMPLE = ("iwae", "iwae-dreg", "iwae-stl")  # bounds over K >= 2 particles
+MULTI_SAMPLE = ("iwae", "iwae-dreg", "iwae-stl", "vimco")  # bounds over K >= 2 particles
 PATH_DERIVATIVE = ("stl", "iwae-dreg", "iwae-stl")  # hold q's parameters fixed: no discrete sites, no flows
 FLOW_GUIDES = ("iaf",)  # q's parameters live in its transforms
 

@@ -84,7 +84,7 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
         (["--hidden", "200,0"], "positive integers"),
         (["--epochs", "x"], "invalid int value"),
         (["--patience", "0"], "--patience must be an integer >= 1"),
-        (["--elbo", "nope"], "valid names: enum, iwae, iwae-dreg, iwae-stl, meanfield, relaxed, stl, trace, tracegraph"),
+        (["--elbo", "nope"], "valid names: enum, iwae, iwae-dreg, iwae-stl, meanfield, relaxed, stl, trace, tracegraph, vimco"),
         (["--model", "mixture-vae"], "use --elbo enum"),
         (["--model", "m2", "--num-labels", "5000"], "--num-labels 5000 needs"),
         (["--elbo", "enum"], "has none"),
