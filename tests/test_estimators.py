@@ -284,7 +284,7 @@ def test_compare_estimators_on_m2_covers_the_discrete_lineup(tmp_path):
     result = compare_estimators(config=config, out=str(tmp_path), temperatures=(1.0, 0.5), train_seconds=0.3,
                                 progress=False, **SMALL)
     r = json.loads(open(result.path).read())
-    assert list(r["estimators"]) == ["enum", "tracegraph", "tracegraph+baseline", "relaxed-1", "relaxed-0.5"]
+    assert list(r["estimators"]) == ["enum", "tracegraph", "tracegraph+baseline", "vimco-5", "relaxed-1", "relaxed-0.5"]
     for e in r["estimators"].values():
         assert e["seconds_per_gradient"] > 0
         assert set(e["groups"]) == {"encoder", "decoder"}
