@@ -55,12 +55,12 @@ def _problem():
     return x, eps
 
 
-def _build(guide, rows):
+def _build(guide, rows, elbo="trace"):
     pyro.clear_param_store()
     torch.manual_seed(0)
     config = TrainConfig(guide=guide, latent_dim=D, hidden=[8])
     model, guide = build_model_and_guide(config, P, rows)
-    return model, guide, make_elbo("trace"), make_optimizers([model, guide], 1e-2, 5e-2)
+    return model, guide, make_elbo(elbo), make_optimizers([model, guide], 1e-2, 5e-2)
 
 
 def _state(model, guide, context, optimizer):
@@ -70,9 +70,9 @@ def _state(model, guide, context, optimizer):
             f"guide.{k}": v for k, v in guide_state.items()}}
 
 
-def _one_process(guide_name):
+def _one_process(guide_name, elbo_name="trace"):
     x, eps = _problem()
-    model, guide, elbo, optimizer = _build(guide_name, N)
+    model, guide, elbo, optimizer = _build(guide_name, N, elbo_name)
     gen = torch.Generator().manual_seed(0)
     for _ in range(EPOCHS):
         for xb, idx in batches(Split(x), B, gen):
@@ -83,7 +83,7 @@ def _one_process(guide_name):
     return _state(model, guide, Context(0, 1, torch.device("cpu")), optimizer)
 
 
-def _worker(rank, guide_name, port, out):
+def _worker(rank, guide_name, elbo_name, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -91,7 +91,7 @@ def _worker(rank, guide_name, port, out):
         context = Context(rank, WORLD, torch.device("cpu"))
         x, eps = _problem()
         x_mine, eps_mine = context.shard(x), context.shard(eps)
-        model, guide, elbo, optimizer = _build(guide_name, context.shard_size(N))
+        model, guide, elbo, optimizer = _build(guide_name, context.shard_size(N), elbo_name)
         objective = DataParallelObjective(model, guide, elbo, N, context, (x_mine[:2], torch.arange(2)))
         gen = torch.Generator().manual_seed(0)
         losses = []
@@ -115,12 +115,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("guide_name", ["amortized", "per-example"])
-def test_two_processes_match_one_process_with_the_global_batch(guide_name, tmp_path):
+@pytest.mark.parametrize("guide_name, elbo_name", [("amortized", "trace"), ("per-example", "trace"),
+                                                   ("amortized", "stl")])
+def test_two_processes_match_one_process_with_the_global_batch(guide_name, elbo_name, tmp_path):
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(guide_name, _free_port(), out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(guide_name, elbo_name, _free_port(), out), nprocs=WORLD, join=True)
     ddp = torch.load(out)
-    single = _one_process(guide_name)
+    single = _one_process(guide_name, elbo_name)
     assert set(ddp["state"]) == set(single)
     initial = _build(guide_name, N)[:2]
     moved = 0
