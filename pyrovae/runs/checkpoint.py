@@ -17,7 +17,7 @@ import torch
 
 from pyrovae.errors import CheckpointError
 
-__all__ = ["atomic_write_text", "save_checkpoint", "load_checkpoint", "describe_mismatch", "get_rng_state",
+__all__ = ["atomic_write_text", "save_checkpoint", "load_checkpoint", "saved_epoch", "describe_mismatch", "get_rng_state",
            "set_rng_state"]
 
 FORMAT_VERSION = 1
@@ -76,6 +76,19 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint of format version {FORMAT_VERSION}")
     return state
+
+
+def saved_epoch(path):
+    """The epoch the checkpoint at ``path`` holds, or None when there is no file there.
+
+    :raises CheckpointError: when the file exists but cannot be read back.
+    """
+    if not os.path.isfile(path):
+        return None
+    state = load_checkpoint(path)
+    if "epoch" not in state:
+        raise CheckpointError(f"{path} holds no epoch")
+    return state["epoch"]
 
 
 def describe_mismatch(err):

@@ -30,7 +30,7 @@ from pyrovae.jsonio import write_json
 from pyrovae.local import private_param_store
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
-from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.checkpoint import saved_epoch
 from pyrovae.runs.rundir import BASELINE, LAST, METRICS, prepare_run_dir
 from pyrovae.runs.runlock import RunLock
 from pyrovae.training import (
@@ -81,12 +81,12 @@ def _kept(out):
     """What a failed or stopped run left: the epoch ``last.pt`` holds and how to continue, or
     that no checkpoint was written and the same command starts again."""
     last = os.path.join(out, LAST)
-    if not os.path.isfile(last):
-        return f"no checkpoint was written, so {out} holds nothing trained; the same command starts the run again"
     try:
-        epoch = load_checkpoint(last)["epoch"]
-    except (PyrovaeError, KeyError):
+        epoch = saved_epoch(last)
+    except PyrovaeError:
         return f"{last} could not be read back"
+    if epoch is None:
+        return f"no checkpoint was written, so {out} holds nothing trained; the same command starts the run again"
     return f"{last} is intact (epoch {epoch}); continue with: pyrovae train --out {out} --resume"
 
 

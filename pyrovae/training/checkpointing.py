@@ -17,6 +17,7 @@ from pyrovae.runs.checkpoint import (
     get_rng_state,
     load_checkpoint,
     save_checkpoint,
+    saved_epoch,
     set_rng_state,
 )
 from pyrovae.training.callbacks import Callback
@@ -95,11 +96,11 @@ class Checkpointer(Callback):
         return f"{where} is saved in {self.last}; continue with: {self.hint}"
 
     def kept(self, loop):
-        if not os.path.isfile(self.last):
+        try:
+            epoch = saved_epoch(self.last)
+        except PyrovaeError:
+            return f"{self.last} could not be read back"
+        if epoch is None:
             return (f"No checkpoint was written (it failed in the first epoch), so {self.run_dir} holds nothing "
                     f"trained: {self.rerun}")
-        try:
-            epoch = load_checkpoint(self.last)["epoch"]
-        except (PyrovaeError, KeyError):
-            return f"{self.last} could not be read back"
         return f"The last good checkpoint (epoch {epoch}) is kept in {self.last}"
