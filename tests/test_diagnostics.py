@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from pyrovae.inference.diagnostics import mutual_information, per_dimension_kl
@@ -64,6 +65,27 @@ def test_collapse_flag(ppca):
     assert report["collapsed"] and sum(report["kl_per_dimension"]) < 1e-3
     healthy = _collapse(ppca.model, *gaussian_params(ppca.guide_at(), ppca.x), ppca.x)
     assert not healthy["collapsed"] and healthy["mutual_information"] > 0.5
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_posterior_check_distances_against_hand_written_formulas(dim):
+    """The posterior check's numbers, recomputed with NumPy and SciPy: the norm of the mean
+    difference, the Frobenius norm of the covariance difference, and the energy distance
+    2 E|X - Y| - E|X - X'| - E|Y - Y'| (V-statistic, every pair counted)."""
+    from scipy.spatial.distance import cdist
+
+    from pyrovae.analysis.posterior_check import draw_distances
+
+    rng = np.random.default_rng(dim)
+    a, b = rng.normal(0.3, 1.2, (50, dim)), rng.normal(0.0, 1.0, (40, dim))
+    got = draw_distances(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+    assert got["mean_error"] == pytest.approx(np.linalg.norm(a.mean(0) - b.mean(0)), rel=1e-5)
+    cov = (np.atleast_2d(np.cov(a.T)) - np.atleast_2d(np.cov(b.T)))
+    assert got["cov_error"] == pytest.approx(np.linalg.norm(cov), rel=1e-5)
+    energy = 2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean()
+    assert got["energy_distance"] == pytest.approx(energy, rel=1e-4)
+    same = draw_distances(torch.tensor(a, dtype=torch.float32), torch.tensor(a, dtype=torch.float32))
+    assert same == {"mean_error": 0.0, "cov_error": 0.0, "energy_distance": pytest.approx(0.0, abs=1e-9)}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from pyrovae.inference.mcmc import nuts_posterior
 from pyrovae.jsonio import write_json
 from pyrovae.runs.load import load_run
 
-__all__ = ["posterior_check", "PosteriorCheck", "GUIDE_NAMES"]
+__all__ = ["posterior_check", "PosteriorCheck", "GUIDE_NAMES", "draw_distances"]
 
 GUIDE_NAMES = ("amortized", "per-example", "flow")
 
@@ -55,6 +55,24 @@ def _draw(guide, x_i, n):
     return site["value"].reshape(n, -1)
 
 
+def draw_distances(samples, ref, max_energy_draws=2000):
+    """How far the draws ``samples`` (n, D) lie from the reference draws ``ref`` (m, D).
+
+    :returns: a dict: ``mean_error`` = ||mean(samples) - mean(ref)||, ``cov_error`` = the
+        Frobenius norm of the difference of their sample covariances (for D = 1, of their
+        variances), and ``energy_distance``, the V-statistic 2 E|X - Y| - E|X - X'| - E|Y - Y'|
+        of Szekely & Rizzo (2013) on the first ``max_energy_draws`` of each (``dcor``).
+    """
+    if samples.shape[-1] > 1:
+        cov_error = float((torch.cov(samples.T) - torch.cov(ref.T)).norm())
+    else:
+        cov_error = float(abs(samples.var() - ref.var()))
+    return {"mean_error": float((samples.mean(0) - ref.mean(0)).norm()),
+            "cov_error": cov_error,
+            "energy_distance": float(dcor.energy_distance(samples.double().numpy()[:max_energy_draws],
+                                                          ref.double().numpy()[:max_energy_draws]))}
+
+
 def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, warmup_steps=500, fit_steps=1000,
                     seed=0, split="test", checkpoint="best", progress=None):
     """Run the comparison described in the module doc; returns a :class:`PosteriorCheck`."""
@@ -66,7 +84,6 @@ def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, war
     pick = torch.randperm(len(part), generator=gen)[:num_examples]
     x = part.x[pick]
     D = config.latent_dim
-
     reference = nuts_posterior(model, x, num_chains, num_samples, warmup_steps, seed, progress=bool(progress))
     summary = reference.summary
     draws = reference.samples.reshape(-1, len(x), D)  # (C*S, B, D)
@@ -96,14 +113,7 @@ def posterior_check(run_dir, num_examples=4, num_chains=4, num_samples=1000, war
             guide_draws[i, name] = samples
             torch.manual_seed(seed + i)
             khat = iwae(model, q.guide, q.x, num_samples=5000, psis=True).khat
-            row[name] = {
-                "mean_error": float((samples.mean(0) - ref.mean(0)).norm()),
-                "cov_error": float((torch.cov(samples.T) - torch.cov(ref.T)).norm()) if D > 1
-                else float(abs(samples.var() - ref.var())),
-                "energy_distance": float(dcor.energy_distance(samples.double().numpy()[:2000],
-                                                               ref.double().numpy()[:2000])),
-                "khat": float(khat[0]),
-            }
+            row[name] = {**draw_distances(samples, ref), "khat": float(khat[0])}
         rows.append(row)
 
     report = {"split": split, "num_chains": num_chains, "num_samples": num_samples, "warmup_steps": warmup_steps,
