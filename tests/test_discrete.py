@@ -48,11 +48,19 @@ def test_evaluator_sums_enumerable_latents_exactly(small):
 def test_evaluator_samples_when_not_enumerable(small):
     model, guide, x = small
     _, log_px = categorical_exact_terms(model, guide, x)
-    model.enumerable = False  # sampled from the guide: IWAE with many samples converges to log p(x)
-    torch.manual_seed(1)
-    result = iwae(model, guide, x, num_samples=20000)
-    assert torch.allclose(result.log_likelihood.float(), log_px.detach(), atol=0.02)
-    assert (result.ess < 20000).all()
+    model.enumerable = False  # sampled from the guide: IWAE converges to log p(x)
+    # 8 independent estimates at K = 2500; IWAE's bias is O(1/K) (here below 1e-3 nats, as
+    # E[w^2] / E[w]^2 <= 1 / min_y q(y | x) for one 3-way latent), far below the standard error
+    estimates = []
+    for r in range(8):
+        torch.manual_seed(10 + r)
+        result = iwae(model, guide, x, num_samples=2500)
+        assert (result.ess < 2500).all()  # the weights are not all equal: it sampled
+        estimates.append(result.log_likelihood.double())
+    estimates = torch.stack(estimates)  # (R, B)
+    se = estimates.std(0) / math.sqrt(len(estimates))
+    assert ((estimates.mean(0) - log_px.detach().double()).abs() < 5 * se).all()
+    assert se.max() < 0.05  # power: resolves a 0.25-nat error
 
 
 def _exact_gradient(model, guide, x):
@@ -86,13 +94,18 @@ def test_score_function_gradient_is_unbiased(small):
 def test_relaxed_gradient_bias_shrinks_with_temperature(small):
     model, guide, x = small
     exact = _exact_gradient(model, guide, x)
-    bias = {}
+    bias, se = {}, {}
     for tau in (2.0, 0.7, 0.3):
         torch.manual_seed(3)
-        elbo = Relaxed_ELBO(temperature=tau, temperature_min=tau, num_particles=20000, vectorize_particles=True,
+        elbo = Relaxed_ELBO(temperature=tau, temperature_min=tau, num_particles=2000, vectorize_particles=True,
                             max_plate_nesting=1)
-        bias[tau] = float((_estimated_gradients(elbo, model, guide, x, repeats=1)[0] - exact).norm())
-    assert bias[0.3] < bias[0.7] < bias[2.0], bias
+        grads = _estimated_gradients(elbo, model, guide, x, repeats=10)  # 10 independent draws
+        bias[tau] = float((grads.mean(0) - exact).norm())
+        # | ||mean - exact|| - ||bias|| | <= ||mean - E[mean]||, whose size is the norm of the
+        # coordinate-wise standard errors
+        se[tau] = float((grads.std(0) / math.sqrt(len(grads))).norm())
+    for hot, cold in ((2.0, 0.7), (0.7, 0.3)):
+        assert bias[cold] + 5 * (se[cold] + se[hot]) < bias[hot], (bias, se)
 
 
 def test_relax_leaves_observed_and_continuous_sites_alone():
