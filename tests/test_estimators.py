@@ -248,7 +248,33 @@ def test_low_temperature_relaxed_gradients_are_finite():
     with torch.no_grad():
         guide.encoder[-1].weight.mul_(5)  # confident q(y|x): relaxed samples underflow at low temperature
     m = _draws("relaxed-0.05", model, guide, x, 20)
-    assert all(mm.nonfinite == 0 and bool(torch.isfinite(mm.mean).all()) for mm in m.values())
+    assert all(mm.nonfinite == 0 and mm.count == 20 and bool(torch.isfinite(mm.mean).all()) for mm in m.values())
+
+
+def test_gradient_moments_against_numpy_and_non_finite_draws_counted():
+    """Welford's running mean and variances equal NumPy's on the finite draws; a draw with a NaN
+    or an infinity is left out, counted in ``nonfinite_draws``, and every draw is accounted for."""
+    import numpy as np
+
+    from pyrovae.inference.gradients import GradientMoments
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal(2.0, 3.0, (30, 4))
+    u = np.array([0.6, 0.8, 0.0, 0.0])
+    m = GradientMoments(4, directions={"u": torch.tensor(u)})
+    for i, g in enumerate(draws):
+        m.add(torch.tensor(g))
+        if i == 10:
+            m.add(torch.tensor([1.0, float("nan"), 0.0, 0.0], dtype=torch.float64))
+            m.add(torch.tensor([float("inf"), 0.0, 0.0, 0.0], dtype=torch.float64))
+    summary = m.summary()
+    assert summary["num_draws"] == 30 and summary["nonfinite_draws"] == 2
+    assert np.allclose(m.mean.numpy(), draws.mean(0), rtol=1e-12)
+    assert np.allclose(m.variances.numpy(), draws.var(0, ddof=1), rtol=1e-10)
+    assert summary["variance"] == pytest.approx(draws.var(0, ddof=1).sum(), rel=1e-10)
+    assert summary["snr"] == pytest.approx(np.linalg.norm(draws.mean(0)) / math.sqrt(draws.var(0, ddof=1).sum()))
+    mean, var = m.projection("u")
+    assert mean == pytest.approx(float((draws @ u).mean())) and var == pytest.approx(float((draws @ u).var(ddof=1)))
 
 
 def test_lineups_and_names():

@@ -26,6 +26,7 @@ scale) and, with training, ``estimator_training.png`` (validation ELBO against s
 
 import os
 import statistics
+import warnings
 from typing import NamedTuple
 
 import pyro
@@ -251,6 +252,11 @@ def _draw_all(elbos, specs, estimate_fn, groups, directions, first, num_draws, w
         report[name] = {"objective": spec.objective, "elbo": spec.elbo, "num_particles": spec.num_particles,
                         "seconds_per_gradient": statistics.median(seconds), "peak_memory_bytes": mem.peak,
                         "groups": {g: m.summary() for g, m in moments[name].items()}}
+        left_out = max(m.nonfinite for m in moments[name].values())
+        if left_out:
+            warnings.warn(f"compare-estimators: {left_out} of {num_draws} gradient draws of {name} had NaN or "
+                          f"infinite coordinates and were left out of its statistics (nonfinite_draws in the JSON)",
+                          RuntimeWarning, stacklevel=2)
     bar.close()
     for name, entry in report.items():  # variance against the first estimator (trace, enum) for all
         ref = first
