@@ -80,8 +80,10 @@ def test_binarized_mnist_plain_and_gzipped(tmp_path, gz):
 
 
 def test_missing_files_named_with_folder(tmp_path):
-    with pytest.raises(DataError, match=r"binarized_mnist_train\.amat or binarized_mnist_train\.amat\.gz in .*"):
+    with pytest.raises(DataError) as caught:
         load_dataset("binarized-mnist", str(tmp_path))
+    assert str(caught.value) == (f"--data binarized-mnist: expected binarized_mnist_train.amat or "
+                                 f"binarized_mnist_train.amat.gz in {tmp_path.resolve()}; not found")
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("mnist", None)
 
@@ -131,8 +133,11 @@ def test_corrupted_idx_file(tmp_path):
         (np.zeros((50, 2, 2, 2)), r"shape \(N, P\)"),
         (np.zeros((5, 4)), "at least 10"),
         (np.zeros((0, 4)), "at least 10"),
-        (np.full((20, 4), np.nan), "non-finite"),
-        (np.full((20, 4), 1.5), r"\[0, 1\]"),
+        (np.full((20, 4), np.nan), "non-finite value nan at row 0, column 0"),
+        (np.where(np.arange(80).reshape(20, 4) == 13, np.inf, 0.5), "non-finite value inf at row 3, column 1"),
+        (np.where(np.arange(80).reshape(20, 4) == 6, -np.inf, 0.5), "non-finite value -inf at row 1, column 2"),
+        (np.full((20, 4), 1.5), r"\[0, 1\] for the Bernoulli likelihood, found min 1.5, max 1.5; rescale the data, "
+                                r"or use --likelihood gaussian"),
         (-np.ones((20, 4)), r"\[0, 1\]"),
     ],
 )

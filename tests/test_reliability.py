@@ -76,8 +76,9 @@ def test_killed_or_signalled_process_resumes_exactly(tmp_path, uninterrupted, si
     _same_run(uninterrupted, out)
 
 
-def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch):
-    """A SIGINT at step 20 (epoch 1 has 72 steps) saves that step's state, not the epoch's."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch, sig):
+    """A SIGINT or SIGTERM at step 20 (epoch 1 has 72 steps) saves that step's state, not the epoch's."""
     straight = tmp_path / "straight"
     train(_config(epochs=2), str(straight), progress=False)
     real, calls = objective_module.loss_and_grads, {"n": 0}
@@ -85,7 +86,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
     def signalling(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 20:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(sig)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(objective_module, "loss_and_grads", signalling)

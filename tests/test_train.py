@@ -89,6 +89,10 @@ def test_existing_run_dir_not_overwritten(tmp_path, capsys):
         (["--model", "m2", "--num-labels", "5000"], "--num-labels 5000 needs"),
         (["--elbo", "enum"], "has none"),
         (["--latent-dim", "0"], "--latent-dim must be an integer >= 1"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1 (a positive integer), got 0"),
+        (["--epochs", "-3"], "--epochs must be an integer >= 1 (a positive integer), got -3"),
+        (["--num-particles", "0"], "--num-particles must be an integer >= 1 (a positive integer), got 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1 (a positive integer), got 0"),
         (["--lr", "-1"], "--lr must be a number > 0"),
         (["--batch-size", "5000"], "exceeds the 1438 training examples"),
         (["--data", "missing.npy"], "no such file"),
@@ -136,10 +140,13 @@ def test_resume_equals_uninterrupted(tmp_path, options):
     assert strip[0] == strip[1]
 
 
-def test_resume_with_different_options_refused(tmp_path):
+def test_resume_with_different_options_refused(tmp_path, capsys):
     out = str(tmp_path / "run")
     train(_small_config(epochs=1), out, progress=False)
-    assert cli.main(["train", "--out", out, "--resume", "--lr", "0.1", "--epochs", "2"]) == 2
+    assert cli.main(["train", "--out", out, "--resume", "--lr", "0.1", "--batch-size", "50", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"the options differ from {out}/config.json (batch_size: saved 100, requested "
+                                     "50; lr: saved 0.001, requested 0.1)") in err
     assert cli.main(["train", "--out", out, "--resume", "--epochs", "2"]) == 0  # saved options reused
     assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 2
 
@@ -161,12 +168,30 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert len(open(os.path.join(out, "metrics.jsonl")).read().splitlines()) == 1
 
 
+def test_nan_loss_through_the_cli_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+    real, calls = objective_module.loss_and_grads, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return math.nan if calls["n"] == 20 else loss
+
+    monkeypatch.setattr(objective_module, "loss_and_grads", poisoned)
+    assert cli.main(["train", "--out", out, "--epochs", "3", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error:") and err.count("\n") == 1 and "step 20" in err and "Traceback" not in err
+    assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 1
+
+
 @pytest.mark.parametrize(
     "array, message",
     [
         ([[0.0, float("nan")]] * 20, "non-finite value nan at row 0, column 1"),
+        ([[0.0, 0.5]] * 7 + [[float("inf"), 0.5]] + [[0.0, 0.5]] * 12, "non-finite value inf at row 7, column 0"),
         ([[0.0, 1.0]], "1 examples; need at least 10"),
-        ([[0.0, 3.0]] * 20, "values must lie in [0, 1] for the Bernoulli likelihood, found min 0, max 3"),
+        ([[0.0, 3.0]] * 20, "values must lie in [0, 1] for the Bernoulli likelihood, found min 0, max 3; rescale "
+                            "the data, or use --likelihood gaussian"),
         ([0.0] * 20, "shape (N, P)"),
     ],
 )
