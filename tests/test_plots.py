@@ -5,6 +5,7 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 
 from pyrovae import cli
 from pyrovae.config import TrainConfig
@@ -70,6 +71,15 @@ def test_impute_command(digits_run, capsys, mask, method):
     for key in ("missing_log_likelihood", "baseline_missing_log_likelihood", "missing_error", "missing_mse"):
         assert np.isfinite(report[key])
     assert report["missing_log_likelihood"] < 0 and 0 <= report["missing_error"] <= 1
+    if mask == "bottom":  # the mean-fill baseline by hand: rows 4-7 of the 8x8 images are missing
+        from pyrovae.data import load_dataset
+
+        data = load_dataset("digits")
+        pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:30]
+        x = data.test.x[pick].numpy().reshape(30, 8, 8)[:, 4:]
+        p = np.broadcast_to(data.train.x.numpy().mean(0).reshape(8, 8)[4:], x.shape)
+        assert report["baseline_missing_mse"] == pytest.approx(float(((p - x) ** 2).mean()), rel=1e-5)
+        assert report["baseline_missing_error"] == pytest.approx(float(((p > 0.5) != x).mean()), rel=1e-5)
     _assert_png(out / f"impute_test_best_{mask}_{method}.png")
 
 
