@@ -38,9 +38,13 @@ def test_nuts_recovers_exact_ppca_posterior():
     assert result.summary["r_hat"].max() < 1.05
     draws = result.samples.reshape(-1, 3, 2)
     loc, scale = ppca.posterior(ppca.x)
+    # Monte Carlo standard errors of the mean and standard deviation from ArviZ (effective
+    # sample sizes of the chains), a library independent of the sampler
     mcse = torch.tensor(result.summary["mcse_mean"].to_numpy(), dtype=torch.float32).reshape(3, 2)
-    assert ((draws.mean(0) - loc).abs() < 4 * mcse + 0.01).all()
-    assert torch.allclose(draws.std(0), scale, atol=0.06)
+    mcse_sd = torch.tensor(result.summary["mcse_sd"].to_numpy(), dtype=torch.float32).reshape(3, 2)
+    assert ((draws.mean(0) - loc).abs() < 5 * mcse).all(), ((draws.mean(0) - loc) / mcse)
+    assert ((draws.std(0) - scale).abs() < 5 * mcse_sd).all(), ((draws.std(0) - scale) / mcse_sd)
+    assert mcse.max() < 0.1 * scale.min() and mcse_sd.max() < 0.1 * scale.min()  # power
 
 
 def test_per_dimension_kl_and_mutual_information():
