@@ -60,8 +60,10 @@ def cmd_train(args):
     t0 = time.perf_counter()
     try:
         result = train(config, out, resume=args.resume, overwrite=args.overwrite)
-    finally:
+    except BaseException:
         teardown()
+        raise
+    teardown(synchronize=True)
     if os.environ.get("RANK", "0") != "0":  # data-parallel (torchrun): rank 0 reports
         return 0
     minutes = (time.perf_counter() - t0) / 60

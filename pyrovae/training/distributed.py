@@ -143,9 +143,17 @@ def check_data_parallel(model, elbo):
                           "which data-parallel training does not split yet; train it in one process")
 
 
-def teardown():
-    """Leave the process group that :func:`setup` joined, if any."""
+def teardown(synchronize=False):
+    """Leave the process group that :func:`setup` joined, if any.
+
+    :param bool synchronize: wait at a barrier first, so every process leaves together (after
+        a run that ended normally on every rank). Leaving while another rank is still inside
+        gloo can abort that rank's process ("terminate called without an active exception").
+        Not after an error: the other ranks may never reach the barrier.
+    """
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
