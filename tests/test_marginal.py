@@ -8,6 +8,7 @@ from torch.distributions import Normal, kl_divergence
 
 from pyrovae.inference.marginal import active_units, iwae, log_weights
 from tests.exact import make_ppca
+from tests.stats import assert_mean_within
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +16,22 @@ def ppca():
     return make_ppca(num_pixels=6, latent_dim=3, sigma=0.5, num_data=40)
 
 
-def _independent_log_weights(ppca, shift, factor, num_samples, seed):
-    """log p(x, z) - log q(z | x) for z ~ q drawn here with torch.distributions, (S, N):
-    an independent yardstick for the evaluator's Monte Carlo error."""
-    loc, scale = ppca.posterior(ppca.x)
-    loc, scale = loc + shift, scale * factor
+def _independent_terms(ppca, shift, factor, num_samples, seed):
+    """``(log p(x | z), log q(z | x) - log p(z))``, each (S, N) in float64, for S draws z ~ q of
+    ``ppca.guide_at(shift, factor)`` made here with torch.distributions: an independent yardstick
+    for the evaluator's Monte Carlo error (their difference is the log weight)."""
+    loc, scale = _guide_moments(ppca, shift, factor)
     gen = torch.Generator().manual_seed(seed)
     z = (loc + scale * torch.randn((num_samples, *loc.shape), generator=gen)).double()
     loc, scale, W, b, x = loc.double(), scale.double(), ppca.W.double(), ppca.b.double(), ppca.x.double()
-    return (Normal(0.0, 1.0).log_prob(z).sum(-1) + Normal(z @ W.T + b, ppca.sigma).log_prob(x).sum(-1)
-            - Normal(loc, scale).log_prob(z).sum(-1))
+    log_lik = Normal(z @ W.T + b, ppca.sigma).log_prob(x).sum(-1)
+    return log_lik, (Normal(loc, scale).log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)
+
+
+def _guide_moments(ppca, shift, factor):
+    """q(z | x) = N(A (x - b) + shift, (sqrt(diag C) * factor)^2) of ``ppca.guide_at(shift, factor)``."""
+    loc, scale = ppca.posterior(ppca.x)
+    return loc + shift, scale * factor
 
 
 def _delta_method_stderr(log_w):
@@ -49,7 +56,8 @@ def test_iwae_matches_exact_log_marginal_within_mc_error(ppca):
     result = iwae(ppca.model, ppca.guide_at(loc_shift=0.4, scale_factor=1.6), ppca.x, num_samples=5000,
                   batch_size=7, max_rows=3000)  # odd chunks exercise the streaming log-sum-exp
     err = result.log_likelihood - exact
-    se = _delta_method_stderr(_independent_log_weights(ppca, 0.4, 1.6, 5000, seed=11))
+    log_lik, log_q_minus_prior = _independent_terms(ppca, 0.4, 1.6, 5000, seed=11)
+    se = _delta_method_stderr(log_lik - log_q_minus_prior)
     assert se.max() < 0.05  # power: resolves a 0.2-nat error
     # IWAE's bias, about Var(w) / (2 K E[w]^2) = se^2 / 2 (delta method), is added to the error allowed
     assert (err.abs() < 5 * se + se**2).all(), (err, se)
@@ -67,8 +75,7 @@ def test_elbo_equals_log_marginal_minus_kl_and_stays_below(ppca):
     expected = exact - ppca.kl_to_posterior(ppca.x, shift, factor).double()
     with torch.no_grad():
         lw, _, _, _ = log_weights(ppca.model, guide, ppca.x, 5000)  # (S, B)
-    se = lw.double().std(0) / math.sqrt(5000)
-    assert ((lw.double().mean(0) - expected).abs() < 4 * se).all()
+    se = assert_mean_within(lw, expected, k=4)
     assert ((result.elbo - expected).abs() < 4 * se).all()
     assert (result.elbo < exact).all()
     # reconstruction and KL against their closed forms (Gaussian q, linear-Gaussian likelihood)
@@ -78,21 +85,11 @@ def test_elbo_equals_log_marginal_minus_kl_and_stays_below(ppca):
     recon_exact = (-0.5 * math.log(2 * math.pi * ppca.sigma**2)
                    - ((ppca.x - mean) ** 2 + scale.pow(2) @ ppca.W.pow(2).T) / (2 * ppca.sigma**2)).sum(-1).double()
     # standard errors from 5000 independent draws of z ~ q made here with torch.distributions
-    gen = torch.Generator().manual_seed(7)
-    z = loc + scale * torch.randn((5000, *loc.shape), generator=gen)
-    log_q_minus_prior = (Normal(loc, scale).log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)
-    log_lik = Normal(z @ ppca.W.T + ppca.b, ppca.sigma).log_prob(ppca.x).sum(-1)
+    log_lik, log_q_minus_prior = _independent_terms(ppca, shift, factor, 5000, seed=7)
     for name, ours, exact_term, draws in (("kl", result.kl, kl_exact, log_q_minus_prior),
                                           ("reconstruction", result.reconstruction, recon_exact, log_lik)):
-        se_term = draws.double().std(0) / math.sqrt(5000)
-        assert ((draws.double().mean(0) - exact_term).abs() < 5 * se_term).all(), name  # the yardstick holds
+        se_term = assert_mean_within(draws, exact_term)  # the yardstick holds
         assert ((ours - exact_term).abs() < 5 * se_term).all(), (name, ours - exact_term, se_term)
-
-
-def _guide_moments(ppca, shift, factor):
-    """q(z | x) = N(A (x - b) + shift, (sqrt(diag C) * factor)^2) of ``ppca.guide_at(shift, factor)``."""
-    loc, scale = ppca.posterior(ppca.x)
-    return loc + shift, scale * factor
 
 
 def test_iwae_increases_with_k_on_average(ppca):
