@@ -133,7 +133,6 @@ class IWAE_DReG(ParticleBound):
         return -scale * bound.sum(), -scale * surrogate.sum()
 
 
-
 class IWAE_STL(IWAE_DReG):
     """The IWAE bound with the path-derivative guide gradient (module doc): ``iwae-stl``."""
 
