@@ -17,11 +17,20 @@ default), and reports, in nats per datapoint averaged over the split:
   the total KL(q(z|x) || p(z)) is below 0.1 nats. ``collapse_{tag}.png`` plots the KL and
   the activity of each dimension.
 
+With ``method="ais"`` (``--method ais``), ``log_likelihood`` is the annealed importance
+sampling estimate instead (Neal 2001; HMC transitions as in Wu et al. 2017, see
+:mod:`pyrovae.inference.ais`), with ``log_likelihood_mc_stderr`` (its Monte Carlo error over
+the chains), ``log_likelihood_iwae`` (the IWAE estimate on the same examples, which the other
+fields still come from) and ``ais`` (its settings, mean acceptance and step size).
+``num_examples`` evaluates that many random examples of the split (``Split.random_rows``, the
+same ones as ``compare-inference`` with the same seed).
+
 The same seed gives the same numbers; the result is saved as ``eval_{tag}.json`` in the run
 directory, where the tag names what was evaluated (see :func:`output_tag`):
 ``eval_test_best_amortized_K5000.json``. No evaluation replaces another of something else.
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -40,6 +49,8 @@ from pyrovae.inference.diagnostics import (
     mutual_information,
     per_dimension_kl,
 )
+from pyrovae.analysis.ais_options import AISOptions
+from pyrovae.inference.ais import ais, check_continuous
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
 from pyrovae.inference.marginal import active_units, concat_results, iwae
@@ -56,11 +67,13 @@ class Evaluation(NamedTuple):
     path: str  #: the JSON file written in the run directory
     seconds: float  #: wall-clock time of the estimate (not in the report, which is reproducible)
     figures: list = []  #: PNG paths: ``khat_{tag}.png``, ``collapse_{tag}.png``
+    timing: dict = {}  #: seconds of each estimate: ``iwae`` and, with AIS, ``ais``
 
 COLLAPSE_KL = 0.1  # nats: below this total KL(q(z|x) || p(z)), q ignores x (posterior collapse)
 
 
 INFERENCE = ("auto", "amortized", "refined", "per-example")
+METHODS = ("iwae", "ais")
 
 
 class EvaluationResult(NamedTuple):
@@ -70,10 +83,12 @@ class EvaluationResult(NamedTuple):
     seconds: float  #: wall-clock time of the estimate
     khat: torch.Tensor  #: PSIS k-hat per datapoint, shape (N,)
     posterior_variance: object  #: Var_x E_q[z_d | x] per latent dimension (D,) of the first site, or None
+    timing: dict = {}  #: seconds of each estimate: ``iwae`` and, with AIS, ``ais``
 
 
 def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu", batch_size=100, max_rows=20000,
-             progress=None, inference="auto", refine_steps=100, refine_lr=3e-2, split="test", context=SINGLE):
+             progress=None, inference="auto", refine_steps=100, refine_lr=3e-2, split="test", context=SINGLE,
+             method="iwae", ais_options=None, rows=None):
     """The per-datapoint IWAE log-likelihood, ELBO, diagnostics and label metrics of ``model``
     and ``guide`` on ``x`` (N, P); see the module doc for the fields. Writes nothing.
 
@@ -89,8 +104,13 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
         training ``split`` and is fitted per example elsewhere).
     :param context: a :class:`~pyrovae.training.distributed.Context`; with several processes each scores
         a contiguous block of ``x`` and rank 0 gathers the per-datapoint results.
+    :param str method: ``iwae``, or ``ais`` for an AIS ``log_likelihood`` (see the module doc).
+    :param ais_options: an :class:`~pyrovae.inference.ais.AISOptions` (default settings if None).
+        AIS from the guide needs its q(z|x): an encoder, or a per-example table on the training split.
+    :param torch.Tensor rows: the rows of ``x`` in the split (N,), for a per-example guide's table
+        (default 0..N-1).
     :returns: an :class:`EvaluationResult` (None on ranks other than 0).
-    :raises ConfigError: for a bad option.
+    :raises ConfigError: for a bad option, or a model AIS cannot anneal (discrete guide sites).
     """
     check_int("--num-samples", num_samples, 1)
     check_int("--batch-size", batch_size, 1)
@@ -98,6 +118,15 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
     check_seed("--seed", seed)
     if inference not in INFERENCE:
         raise ConfigError(f"unknown inference {inference!r}; valid: {', '.join(INFERENCE)}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown --method {method!r}; valid: {', '.join(METHODS)}")
+    options = (ais_options or AISOptions()).check() if method == "ais" else None
+    if options is not None:
+        check_continuous(model)
+        if options.start == "guide" and _mode(inference, guide, split) not in ("amortized", "table"):
+            raise ConfigError("--method ais starts from the guide's q(z|x), which needs an encoder "
+                              "(--inference amortized) or a per-example table on the training split; "
+                              "use --ais-start prior")
     device = torch.device(device)
     start, stop = context.rank * len(x) // context.world_size, (context.rank + 1) * len(x) // context.world_size
     t0 = time.perf_counter()
@@ -105,15 +134,24 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
         torch.manual_seed(seed + context.rank)
         mode = _mode(inference, guide, split)
         xs = x[start:stop].to(device)  # this process's block (all of x in one process)
+        idx = None
         if mode in ("amortized", "table"):
-            idx = torch.arange(start, stop, device=device) if mode == "table" else None
+            if mode == "table":
+                idx = (torch.arange(len(x)) if rows is None else torch.as_tensor(rows))[start:stop].to(device)
             result = iwae(model, guide, xs, num_samples, batch_size, max_rows, progress, psis=True, idx=idx)
             loc, scale = _gaussian_or_none(model, guide, xs, idx)
         else:
             result, loc, scale = _local_iwae(model, guide, xs, mode, refine_steps, refine_lr, num_samples,
                                              batch_size, max_rows, progress)
+        timing = {"iwae": time.perf_counter() - t0}
+        annealed = None
+        if options is not None:
+            t1 = time.perf_counter()
+            annealed = ais(model, guide, xs, options, batch_size, idx, progress)
+            timing["ais"] = time.perf_counter() - t1
         if context.parallel:
             result, loc, scale = _gather(context, result, loc, scale)
+            annealed = _gather_ais(context, annealed)
             if not context.is_main:
                 return None
         collapse = _collapse(model, loc, scale, x.to(device))
@@ -121,11 +159,35 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
     report = {"split": split, **_summary(result, model, num_samples), **collapse, "inference": mode,
               "refine_steps": refine_steps if mode in ("refined", "per-example") else 0, "seed": seed,
               "units": "nats per datapoint"}
+    report["method"] = method
+    if annealed is not None:
+        report.update(_ais_summary(annealed, report, options))
     if labels is not None:
         report.update(_label_metrics(model, guide, x, labels, loc))
     first = next((m for m in result.posterior_mean.values() if m is not None), None)
     variance = first.var(0, unbiased=False) if first is not None and report.get("kl_per_dimension") else None
-    return EvaluationResult(report, seconds, result.khat, variance)
+    return EvaluationResult(report, seconds, result.khat, variance, timing)
+
+
+def _ais_summary(a, report, options):
+    """The AIS fields of a report (see the module doc); the IWAE ones are kept under ``_iwae``."""
+    n = len(a.log_likelihood)
+    return {
+        "log_likelihood_iwae": report["log_likelihood"], "log_likelihood_iwae_stderr": report["log_likelihood_stderr"],
+        "log_likelihood": float(a.log_likelihood.mean()),
+        "log_likelihood_stderr": float(a.log_likelihood.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        "log_likelihood_mc_stderr": float(a.mc_stderr.pow(2).sum().sqrt() / n),
+        "ais": {**dataclasses.asdict(options), "acceptance_mean": float(a.acceptance.mean()),
+                "acceptance_min": float(a.acceptance.min()), "step_size_mean": float(a.step_size.mean())},
+    }
+
+
+def _gather_ais(context, annealed):
+    """Every process's :class:`AISResult` block joined in rank order, or None without AIS."""
+    if annealed is None:
+        return None
+    parts = context.gather_objects(annealed._replace(**{f: getattr(annealed, f).cpu() for f in annealed._fields[:5]}))
+    return annealed._replace(**{f: torch.cat([getattr(p, f) for p in parts]) for f in annealed._fields[:5]})
 
 
 def _summary(result, model, num_samples):
@@ -151,32 +213,42 @@ def _summary(result, model, num_samples):
 
 def evaluate_run(run_dir, split="test", num_samples=5000, seed=0, checkpoint="best", device="cpu",
                  batch_size=100, max_rows=20000, data=None, progress=None, inference="auto", refine_steps=100,
-                 refine_lr=3e-2, context=SINGLE):
+                 refine_lr=3e-2, context=SINGLE, method="iwae", ais_options=None, num_examples=None):
     """:func:`evaluate` a run directory's checkpoint on ``split`` and write the result:
     ``eval_{tag}.json``, ``khat_{tag}.png`` and ``collapse_{tag}.png`` (see :func:`output_tag`).
 
     :param data: an already loaded :class:`~pyrovae.data.Dataset` (skips reloading).
+    :param int num_examples: evaluate this many random examples of the split (``Split.random_rows``
+        with ``seed``); None evaluates all of it, in order.
     :returns: an :class:`Evaluation` (None on ranks other than 0).
     :raises CheckpointError, DataError, ConfigError: for a bad run directory, data or option.
     """
     check_int("--num-samples", num_samples, 1)
+    if num_examples is not None:
+        check_int("--num-examples", num_examples, 1)
     _, model, guide, state, data = load_run(run_dir, checkpoint, device, data)
     part = data.split(split)
-    result = evaluate(model, guide, part.x, part.y, num_samples, seed, device, batch_size, max_rows, progress,
-                      inference, refine_steps, refine_lr, split, context)
+    rows = None if num_examples is None else part.random_rows(num_examples, seed)
+    x, y = (part.x, part.y) if rows is None else (part.x[rows], None if part.y is None else part.y[rows])
+    result = evaluate(model, guide, x, y, num_samples, seed, device, batch_size, max_rows, progress,
+                      inference, refine_steps, refine_lr, split, context, method, ais_options, rows)
     if result is None:
         return None
     report = {**result.report, "checkpoint": checkpoint, "epoch": state["epoch"]}
     tag = output_tag(split, checkpoint, report["inference"], report["refine_steps"], num_samples, seed)
+    if rows is not None:
+        tag += f"_n{len(rows)}"
+    if method == "ais":
+        tag += "_" + (ais_options or AISOptions()).tag()
     path = os.path.join(run_dir, f"eval_{tag}.json")
     write_json(path, report)
     figures = []
     if report["khat_median"] is not None:
-        figures.append(plot_khat(os.path.join(run_dir, f"khat_{tag}.png"), result.khat, part.x, data.image_shape))
+        figures.append(plot_khat(os.path.join(run_dir, f"khat_{tag}.png"), result.khat, x, data.image_shape))
     if result.posterior_variance is not None:
         figures.append(plot_collapse(os.path.join(run_dir, f"collapse_{tag}.png"), report["kl_per_dimension"],
                                      result.posterior_variance.tolist()))
-    return Evaluation(report, path, result.seconds, figures)
+    return Evaluation(report, path, result.seconds, figures, result.timing)
 
 
 def output_tag(split, checkpoint, mode, refine_steps, num_samples, seed=0):

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+from pyrovae.cli.options import ais_options
 from pyrovae.cli.parser import FRESH_OPTIONS
 from pyrovae.cli.report import estimator_lines, label_lines
 from pyrovae.config import TrainConfig
@@ -89,9 +90,17 @@ def cmd_evaluate(args):
     device = resolve_device(args.device)
     ev = evaluate_run(args.run_dir, split=args.split, num_samples=args.num_samples, seed=args.seed,
                       checkpoint=args.checkpoint, device=str(device), batch_size=args.batch_size,
-                      inference=args.inference, refine_steps=args.refine_steps)
+                      inference=args.inference, refine_steps=args.refine_steps, method=args.method,
+                      ais_options=ais_options(args), num_examples=args.num_examples)
     r = ev.report
     print(dumps(r))
+    if args.method == "ais":
+        a = r["ais"]
+        print(f"log p(x): AIS {r['log_likelihood']:.3f} ± {r['log_likelihood_stderr']:.3f} "
+              f"(Monte Carlo error {r['log_likelihood_mc_stderr']:.3f}; T = {a['num_steps']}, C = {a['num_chains']}, "
+              f"acceptance {a['acceptance_mean']:.2f}, {ev.timing['ais']:.1f} s); IWAE {r['log_likelihood_iwae']:.3f} "
+              f"± {r['log_likelihood_iwae_stderr']:.3f} (K = {r['num_samples']}, {ev.timing['iwae']:.1f} s)",
+              file=sys.stderr)
     if r["khat_median"] is None:
         print(f"PSIS k-hat: not computed ({r.get('khat_note', 'no finite k-hat')})", file=sys.stderr)
     else:
@@ -108,6 +117,26 @@ def cmd_evaluate(args):
     for line in label_lines(r):
         print(line, file=sys.stderr)
     print(f"saved in {ev.path} and {', '.join(ev.figures)} ({ev.seconds:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def cmd_bdmc(args):
+    from pyrovae.analysis.bdmc import bdmc_run
+    from pyrovae.runs.train import resolve_device
+
+    result = bdmc_run(args.run_dir, num_examples=args.num_examples, num_samples=args.num_samples, seed=args.seed,
+                      checkpoint=args.checkpoint, options=ais_options(args), device=str(resolve_device(args.device)))
+    r = result.report
+    a = r["ais"]
+    print(f"BDMC on {r['num_examples']} examples simulated from the model, T = {a['num_steps']}, C = {a['num_chains']} "
+          f"(nats per datapoint, mean ± standard error):")
+    for key, name in (("lower", "forward AIS (lower bound)"), ("upper", "reverse AIS (upper bound)"),
+                      ("gap", "gap (upper - lower)"), ("iwae", f"IWAE (K = {r['num_samples']})"),
+                      ("iwae_below_lower", "lower bound - IWAE")):
+        print(f"  {name:28} {r[key][0]:10.3f} ± {r[key][1]:.3f}")
+    print(f"  largest per-example gap {r['gap_max']:.3f}; HMC acceptance {a['acceptance_forward']:.2f} forward, "
+          f"{a['acceptance_reverse']:.2f} reverse")
+    print(f"saved in {result.path} and {result.figure}")
     return 0
 
 
@@ -169,14 +198,25 @@ def cmd_compare_inference(args):
 
     result = compare_inference(args.run_dir, num_examples=args.num_examples, num_samples=args.num_samples,
                                fit_steps=args.fit_steps, lr=args.lr, split=args.split, seed=args.seed,
-                               checkpoint=args.checkpoint)
+                               checkpoint=args.checkpoint, method=args.method, ais_options=ais_options(args))
     r = result.report
     print(f"{r['num_examples']} {r['split']} examples, K = {r['num_samples']}, q* after {r['fit_steps']} steps "
           "(nats per datapoint, mean ± standard error):")
-    for key, name in (("log_likelihood", "log p(x) (IWAE, proposal q*)"), ("elbo_qstar", "L[q*] per-example"),
-                      ("elbo_q", "L[q] amortized"), ("approximation_gap", "approximation gap"),
-                      ("amortization_gap", "amortization gap")):
-        print(f"  {name:30} {r[key][0]:10.3f} ± {r[key][1]:.3f}")
+    rows = [("log_likelihood_iwae_q", "log p(x) (IWAE, proposal q)"), ("log_likelihood", "log p(x) (IWAE, proposal q*)")]
+    if "log_likelihood_ais" in r:
+        a = r["ais"]
+        rows.append(("log_likelihood_ais", f"log p(x) (AIS, T = {a['num_steps']}, C = {a['num_chains']})"))
+    rows += [("elbo_qstar", "L[q*] per-example"), ("elbo_q", "L[q] amortized"),
+             ("approximation_gap", "approximation gap (IWAE)")]
+    if "approximation_gap_ais" in r:
+        rows.append(("approximation_gap_ais", "approximation gap (AIS)"))
+    rows.append(("amortization_gap", "amortization gap"))
+    for key, name in rows:
+        print(f"  {name:34} {r[key][0]:10.3f} ± {r[key][1]:.3f}")
+    if "log_likelihood_ais" in r:
+        print(f"  AIS: acceptance {r['ais']['acceptance_mean']:.2f}, Monte Carlo error "
+              f"{r['log_likelihood_ais_mc_stderr']:.3f}, {r['ais']['seconds']:.1f} s; IWAE (both proposals) "
+              f"{r['iwae_seconds']:.1f} s")
     if r["amortization_gap_closed_at_100_steps"] is not None:
         print(f"  refinement from the encoder closes {r['amortization_gap_closed_at_100_steps']:.0%} of the "
               "amortization gap in 100 steps")
@@ -226,7 +266,7 @@ def cmd_compare_estimators(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "impute": cmd_impute,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "plot": cmd_plot, "impute": cmd_impute,
             "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference, "bench": cmd_bench,
             "compare-estimators": cmd_compare_estimators}
 

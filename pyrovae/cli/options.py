@@ -14,7 +14,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.nets import parse_hidden
 
 __all__ = ["POSITIVE", "NONNEGATIVE", "SEED", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "number", "names", "floats",
-           "add_config_options", "run_options"]
+           "add_config_options", "run_options", "add_ais_options", "ais_options"]
 
 
 def number(check, convert=int, **bounds):
@@ -117,3 +117,36 @@ def run_options(p, split=True, seed=True, device=True):
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     if device:
         p.add_argument("--device", default="cpu")
+
+
+# the AIS settings (pyrovae.inference.ais.AISOptions) as options: field -> (flag, type, help)
+AIS_FLAGS = {
+    "num_steps": ("--num-steps", POSITIVE, "T, intermediate distributions"),
+    "num_chains": ("--num-chains", POSITIVE, "C, independent AIS chains per datapoint"),
+    "num_leapfrog": ("--num-leapfrog", POSITIVE, "leapfrog steps per HMC transition"),
+    "start": ("--ais-start", str, "pi_0: the guide's q(z|x) or the prior p(z)"),
+    "schedule": ("--schedule", str, "path of inverse temperatures: sigmoid or linear"),
+    "target_acceptance": ("--target-acceptance", number(check_float, float, low=0, high=1, low_open=True,
+                                                         high_open=True), "HMC acceptance the first pass adapts to"),
+    "step_size": ("--step-size", POSITIVE_FLOAT, "the first pass's starting HMC step size"),
+    "adapt_chains": ("--adapt-chains", POSITIVE, "chains per datapoint in the step-size adaptation pass"),
+}
+
+
+def add_ais_options(parser):
+    """The :class:`~pyrovae.inference.ais.AISOptions` fields as an option group, defaults shown."""
+    from pyrovae.analysis.ais_options import SCHEDULES, START, AISOptions
+
+    group = parser.add_argument_group("annealed importance sampling (see pyrovae.inference.ais)")
+    defaults = AISOptions()
+    for field, (flag, kind, help) in AIS_FLAGS.items():
+        choices = {"start": START, "schedule": SCHEDULES}.get(field)
+        group.add_argument(flag, dest=f"ais_{field}", type=kind, choices=choices, default=getattr(defaults, field),
+                           help=f"{help} (default {getattr(defaults, field)})")
+
+
+def ais_options(args):
+    """The :class:`~pyrovae.inference.ais.AISOptions` of parsed arguments."""
+    from pyrovae.analysis.ais_options import AISOptions
+
+    return AISOptions(**{field: getattr(args, f"ais_{field}") for field in AIS_FLAGS})

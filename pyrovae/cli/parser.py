@@ -9,6 +9,7 @@ from pyrovae.cli.options import (
     NONNEGATIVE_FLOAT,
     POSITIVE,
     POSITIVE_FLOAT,
+    add_ais_options,
     add_config_options,
     floats,
     names,
@@ -57,6 +58,8 @@ NUMBERS = [
     ("compare-inference", "--num-samples", POSITIVE, 5000, "K for log p(x) and the ELBOs"),
     ("compare-inference", "--fit-steps", POSITIVE, 1000, "Adam steps optimizing q*"),
     ("compare-inference", "--lr", POSITIVE_FLOAT, 3e-2, "Adam learning rate of the per-example fits"),
+    ("bdmc", "--num-examples", POSITIVE, 100, "examples simulated from the model"),
+    ("bdmc", "--num-samples", POSITIVE, 5000, "K of the IWAE estimate on the simulated data"),
     ("evaluate", "--num-samples", POSITIVE, 5000, "K importance samples per datapoint; PSIS k-hat needs K >= 21"),
     ("evaluate", "--batch-size", POSITIVE, 100, "examples per chunk"),
     ("evaluate", "--refine-steps", NONNEGATIVE, 100, "steps of refined / per-example"),
@@ -79,6 +82,10 @@ def _analysis_parsers(sub):
         p = sub.add_parser(name, help=help, description=description)
         p.add_argument("run_dir", metavar="RUN_DIR")
         _numbers(p, name)
+        if name == "compare-inference":
+            p.add_argument("--method", default="iwae", choices=["iwae", "ais"],
+                           help="log p(x) by IWAE with proposal q* (default), or also by AIS from the encoder's q")
+            add_ais_options(p)
         run_options(p, **keywords)
 
 
@@ -94,14 +101,32 @@ def _train_parser(sub):
 
 
 def _evaluate_parser(sub):
-    p = sub.add_parser("evaluate", help="estimate log p(x) (IWAE), the ELBO and active units of a run",
-                       description="Per-datapoint IWAE log-likelihood (Burda et al. 2016, eq. 8) of a saved run.")
+    p = sub.add_parser("evaluate", help="estimate log p(x) (IWAE or AIS), the ELBO and active units of a run",
+                       description="Per-datapoint IWAE log-likelihood (Burda et al. 2016, eq. 8) of a saved run, "
+                                   "or annealed importance sampling with HMC (--method ais).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     _numbers(p, "evaluate")
+    p.add_argument("--num-examples", type=POSITIVE,
+                   help="evaluate this many random examples of the split (default: all, in order)")
     p.add_argument("--inference", default="auto", choices=["auto", "amortized", "refined", "per-example"],
                    help="q for the split: the run's guide (auto), the encoder, the encoder refined for "
                         "--refine-steps, or per-example Gaussians fitted from the prior")
+    p.add_argument("--method", default="iwae", choices=["iwae", "ais"],
+                   help="log p(x) by IWAE with K = --num-samples (default), or by AIS (also reports IWAE)")
+    add_ais_options(p)
     run_options(p)
+    return p
+
+
+def _bdmc_parser(sub):
+    p = sub.add_parser("bdmc", help="bidirectional Monte Carlo: AIS lower and upper bounds of log p(x) on simulated data",
+                       description="Simulate (z, x) from the trained model; forward AIS (lower bound) and reverse AIS "
+                                   "from z (upper bound) of log p(x), and IWAE on the same data "
+                                   "(Grosse et al. 2015; see pyrovae.analysis.bdmc).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _numbers(p, "bdmc")
+    add_ais_options(p)
+    run_options(p, split=False)
     return p
 
 
@@ -173,7 +198,7 @@ def _compare_estimators_parser(sub):
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_train_parser, _evaluate_parser, _plot_parser, _impute_parser, _analysis_parsers, _bench_parser,
+    for add in (_train_parser, _evaluate_parser, _bdmc_parser, _plot_parser, _impute_parser, _analysis_parsers, _bench_parser,
                 _compare_estimators_parser):
         add(sub)
     return parser

@@ -24,6 +24,12 @@ class Split:
     def __len__(self):
         return self.x.shape[0]
 
+    def random_rows(self, num_examples, seed=0):
+        """``num_examples`` distinct random row indices (int64, in random order), the same for the
+        same seed in every analysis (``evaluate``, ``compare-inference``, ``bdmc``); all rows,
+        shuffled, when ``num_examples`` is at least the split's size."""
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:num_examples]
+
 
 @dataclass
 class Dataset:
