@@ -174,6 +174,11 @@ def _kinetic_grad(r):
     return r
 
 
+def _kinetic(r):
+    """0.5 |r|^2 per (chain, example), summed over the sites."""
+    return sum(0.5 * (v ** 2).sum(-1) for v in r.values())
+
+
 def _hmc(target, z, beta, step_size, num_leapfrog, state):
     """One HMC transition leaving π_β invariant for every (chain, example); ``step_size`` (1, B, 1)
     or (C, B, 1). ``state`` holds (log π_0, log p(x, z)) at z, (C, B). Returns (z, state, accept prob)."""
@@ -185,11 +190,10 @@ def _hmc(target, z, beta, step_size, num_leapfrog, state):
         return -((1 - beta) * f0 + beta * f1).sum()
 
     r = {name: torch.randn_like(v) for name, v in z.items()}
-    kinetic = sum(0.5 * (v ** 2).sum(-1) for v in r.values())
-    energy = -((1 - beta) * state[0] + beta * state[1]) + kinetic
+    energy = -((1 - beta) * state[0] + beta * state[1]) + _kinetic(r)
     z_new, r_new, _, _ = velocity_verlet(z, r, potential, _kinetic_grad, step_size, num_leapfrog)
     f0, f1 = stash["f"]
-    energy_new = -((1 - beta) * f0 + beta * f1) + sum(0.5 * (v ** 2).sum(-1) for v in r_new.values())
+    energy_new = -((1 - beta) * f0 + beta * f1) + _kinetic(r_new)
     delta = (energy - energy_new).clamp(max=0.0)
     prob = torch.where(torch.isfinite(delta), delta.exp(), torch.zeros_like(delta))  # (C, B)
     accept = torch.rand_like(prob) < prob
@@ -207,9 +211,9 @@ def _anneal(target, z, betas, step_sizes, num_leapfrog, adapt=None, reverse=Fals
         state = tuple(t.detach() for t in target(z))
     log_w = torch.zeros_like(state[0], dtype=torch.float64)
     current = step_sizes.clone() if adapt is not None else None
-    used, accepted = [], []
+    used, accepted = [], []  # used: the step size at each level 1..T-1, in order (adaptation runs forwards)
     levels = range(T, 0, -1) if reverse else range(1, T + 1)
-    for i, t in enumerate(levels):
+    for t in levels:
         delta = float(betas[t] - betas[t - 1])
         log_w = log_w + delta * (state[1] - state[0]).double() * (-1 if reverse else 1)
         level = t - 1 if reverse else t  # the transition's level; none at beta = 0 or after beta = 1
@@ -218,15 +222,12 @@ def _anneal(target, z, betas, step_sizes, num_leapfrog, adapt=None, reverse=Fals
             z, state, prob = _hmc(target, z, float(betas[level]), eps.view(1, -1, 1), num_leapfrog, state)
             accepted.append(prob.mean(0))
             if adapt is not None:
-                used.append((level, eps.clone()))
+                used.append(eps.clone())
                 current = (eps * torch.exp(ADAPT_RATE * (prob.mean(0) - adapt))).clamp(*STEP_SIZE_RANGE)
         if bar is not None:
             bar.update(1)
     if adapt is not None:
-        recorded = torch.empty(max(T - 1, 0), len(step_sizes), dtype=step_sizes.dtype)
-        for level, eps in used:
-            recorded[level - 1] = eps
-        step_sizes = recorded
+        step_sizes = torch.stack(used) if used else step_sizes.new_empty(0, len(step_sizes))
     acceptance = torch.stack(accepted).mean(0) if accepted else torch.full(state[0].shape[1:], math.nan)
     return log_w, acceptance, step_sizes
 

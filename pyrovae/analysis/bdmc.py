@@ -29,7 +29,7 @@ import torch
 from pyrovae.analysis.ais_options import AISOptions
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
-from pyrovae.inference.ais import ais, check_continuous, reverse_ais
+from pyrovae.inference.ais import ais, reverse_ais
 from pyrovae.inference.marginal import iwae
 from pyrovae.jsonio import write_json
 from pyrovae.runs.load import load_run
@@ -79,7 +79,6 @@ def bdmc(model, guide, num_examples=100, num_samples=5000, seed=0, options=None,
     options = (options or AISOptions()).check()
     if num_examples < 1 or num_samples < 1:
         raise ConfigError(f"need --num-examples >= 1 and --num-samples >= 1, got {num_examples} and {num_samples}")
-    check_continuous(model)
     if options.start == "guide" and getattr(guide, "local_tables", ()):
         raise ConfigError("bdmc simulates new data, for which a per-example guide has no q(z|x); use --ais-start prior")
     with torch.random.fork_rng():
