@@ -20,13 +20,13 @@ estimate.
 """
 
 import dataclasses
-import math
 import os
 from typing import NamedTuple
 
 import torch
 
 from pyrovae.analysis.ais_options import AISOptions
+from pyrovae.analysis.summary import mean_stderr
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.ais import ais, reverse_ais
@@ -42,6 +42,7 @@ class BDMC(NamedTuple):
     lower: torch.Tensor  #: forward AIS per simulated example, (N,)
     upper: torch.Tensor  #: reverse AIS per simulated example, (N,)
     iwae: torch.Tensor  #: IWAE per simulated example, (N,)
+    x: torch.Tensor  #: the simulated data, (N, P)
     path: str | None = None  #: the JSON file written (by :func:`bdmc_run`)
     figure: str | None = None  #: the PNG written (by :func:`bdmc_run`)
 
@@ -56,11 +57,6 @@ def simulate(model, num_examples):
     with poutine.block():
         trace = poutine.trace(model).get_trace(None, num_data=num_examples)
     return trace.nodes["x"]["value"], {name: trace.nodes[name]["value"] for name in model.latent_sites}
-
-
-def _mean_se(t):
-    t = t.double()
-    return float(t.mean()), float(t.std() / math.sqrt(len(t))) if len(t) > 1 else math.nan
 
 
 def bdmc(model, guide, num_examples=100, num_samples=5000, seed=0, options=None, batch_size=100, progress=None):
@@ -92,13 +88,13 @@ def bdmc(model, guide, num_examples=100, num_samples=5000, seed=0, options=None,
         "num_examples": num_examples, "num_samples": num_samples, "seed": seed, "ais": {
             **dataclasses.asdict(options), "acceptance_forward": float(lower.acceptance.mean()),
             "acceptance_reverse": float(upper.acceptance.mean())},
-        "lower": _mean_se(lower.log_likelihood), "upper": _mean_se(upper.log_likelihood), "gap": _mean_se(gap),
-        "gap_max": float(gap.max()), "iwae": _mean_se(iw.log_likelihood),
-        "iwae_below_lower": _mean_se(lower.log_likelihood - iw.log_likelihood),
+        "lower": mean_stderr(lower.log_likelihood), "upper": mean_stderr(upper.log_likelihood), "gap": mean_stderr(gap),
+        "gap_max": float(gap.max()), "iwae": mean_stderr(iw.log_likelihood),
+        "iwae_below_lower": mean_stderr(lower.log_likelihood - iw.log_likelihood),
         "khat_share_above_0.7": float((iw.khat > 0.7).double().mean()) if iw.khat is not None else None,
         "units": "nats per datapoint; each pair is (mean, standard error)",
     }
-    return BDMC(report, lower.log_likelihood, upper.log_likelihood, iw.log_likelihood)
+    return BDMC(report, lower.log_likelihood, upper.log_likelihood, iw.log_likelihood, x)
 
 
 def bdmc_run(run_dir, num_examples=100, num_samples=5000, seed=0, checkpoint="best", options=None, device="cpu",

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.analysis.ais_options import AISOptions
 from pyrovae.analysis.memory import peak_memory
+from pyrovae.analysis.summary import mean_stderr
 from pyrovae.errors import ConfigError
 from pyrovae.figure import subplots
 from pyrovae.inference.ais import ais, check_continuous
@@ -53,11 +54,6 @@ class Comparison(NamedTuple):
     report: dict
     path: str
     figure: str
-
-
-def _mean_se(values):
-    values = torch.cat(values).double()
-    return float(values.mean()), float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
 def _one_batch(model, guide, x, fit_steps, lr, record, num_particles, num_samples, seconds, peaks, options=None):
@@ -161,10 +157,10 @@ def _ais_report(per, seconds, options):
     """The AIS fields of the report (see the module doc)."""
     mc = torch.cat(per["ais_mc_stderr"]).double()
     return {
-        "log_likelihood_ais": _mean_se(per["log_px_ais"]),
+        "log_likelihood_ais": mean_stderr(per["log_px_ais"]),
         "log_likelihood_ais_mc_stderr": float(mc.pow(2).sum().sqrt() / len(mc)),
-        "approximation_gap_ais": _mean_se([a - b for a, b in zip(per["log_px_ais"], per["elbo_qstar"])]),
-        "ais_minus_iwae": _mean_se([a - b for a, b in zip(per["log_px_ais"], per["log_px"])]),
+        "approximation_gap_ais": mean_stderr([a - b for a, b in zip(per["log_px_ais"], per["elbo_qstar"])]),
+        "ais_minus_iwae": mean_stderr([a - b for a, b in zip(per["log_px_ais"], per["log_px"])]),
         "ais": {**dataclasses.asdict(options), "acceptance_mean": float(torch.cat(per["ais_acceptance"]).mean()),
                 "seconds": seconds["ais"]},
     }
@@ -181,14 +177,14 @@ def _report(per, curves, record, seconds, peaks, guide, D, N, header):
     amort = [a - b for a, b in zip(elbo_qstar, elbo_q)]
     encoder_params = sum(p.numel() for p in guide.parameters())
     # share of the amortization gap closed by 100 refinement steps, on the curve's own estimates
-    gap = _mean_se(amort)[0]
+    gap = mean_stderr(amort)[0]
     at_100 = curve_mean["from_encoder"][record.index(100)] if 100 in record else None
     closed = None if at_100 is None or gap <= 0 else (at_100 - curve_mean["from_encoder"][0]) / gap
     return {
         **header,
-        "log_likelihood": _mean_se(log_px), "log_likelihood_iwae_q": _mean_se(per["log_px_q"]),
-        "elbo_qstar": _mean_se(elbo_qstar), "elbo_q": _mean_se(elbo_q),
-        "approximation_gap": _mean_se(approx), "amortization_gap": _mean_se(amort),
+        "log_likelihood": mean_stderr(log_px), "log_likelihood_iwae_q": mean_stderr(per["log_px_q"]),
+        "elbo_qstar": mean_stderr(elbo_qstar), "elbo_q": mean_stderr(elbo_q),
+        "approximation_gap": mean_stderr(approx), "amortization_gap": mean_stderr(amort),
         "khat_share_above_0.7": {"q": float((torch.cat(per["khat_q"]) > 0.7).double().mean()),
                                  "qstar": float((torch.cat(per["khat_qstar"]) > 0.7).double().mean())},
         "refinement_curve": {"steps": record, **curve_mean},

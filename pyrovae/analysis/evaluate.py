@@ -31,7 +31,6 @@ directory, where the tag names what was evaluated (see :func:`output_tag`):
 """
 
 import dataclasses
-import math
 import os
 import time
 from typing import NamedTuple
@@ -50,6 +49,7 @@ from pyrovae.inference.diagnostics import (
     per_dimension_kl,
 )
 from pyrovae.analysis.ais_options import AISOptions
+from pyrovae.analysis.summary import mean_stderr
 from pyrovae.inference.ais import ais, check_continuous
 from pyrovae.inference.guides import gaussian_params
 from pyrovae.inference.local_fit import fit_local
@@ -172,10 +172,10 @@ def evaluate(model, guide, x, labels=None, num_samples=5000, seed=0, device="cpu
 def _ais_summary(a, report, options):
     """The AIS fields of a report (see the module doc); the IWAE ones are kept under ``_iwae``."""
     n = len(a.log_likelihood)
+    ll, ll_se = mean_stderr(a.log_likelihood)
     return {
         "log_likelihood_iwae": report["log_likelihood"], "log_likelihood_iwae_stderr": report["log_likelihood_stderr"],
-        "log_likelihood": float(a.log_likelihood.mean()),
-        "log_likelihood_stderr": float(a.log_likelihood.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        "log_likelihood": ll, "log_likelihood_stderr": ll_se,
         "log_likelihood_mc_stderr": float(a.mc_stderr.pow(2).sum().sqrt() / n),
         "ais": {**dataclasses.asdict(options), "acceptance_mean": float(a.acceptance.mean()),
                 "acceptance_min": float(a.acceptance.min()), "step_size_mean": float(a.step_size.mean())},
@@ -186,18 +186,15 @@ def _gather_ais(context, annealed):
     """Every process's :class:`AISResult` block joined in rank order, or None without AIS."""
     if annealed is None:
         return None
-    parts = context.gather_objects(annealed._replace(**{f: getattr(annealed, f).cpu() for f in annealed._fields[:5]}))
-    return annealed._replace(**{f: torch.cat([getattr(p, f) for p in parts]) for f in annealed._fields[:5]})
+    fields = [f for f in annealed._fields if isinstance(getattr(annealed, f), torch.Tensor)]  # per datapoint
+    parts = context.gather_objects(annealed._replace(**{f: getattr(annealed, f).cpu() for f in fields}))
+    return annealed._replace(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
 
 
 def _summary(result, model, num_samples):
     n = len(result.log_likelihood)
-
-    def mean_and_stderr(t):
-        return float(t.mean()), float(t.std() / math.sqrt(n)) if n > 1 else float("nan")
-
-    ll, ll_se = mean_and_stderr(result.log_likelihood)
-    elbo, elbo_se = mean_and_stderr(result.elbo)
+    ll, ll_se = mean_stderr(result.log_likelihood)
+    elbo, elbo_se = mean_stderr(result.elbo)
     units = {name: active_units(m) for name, m in result.posterior_mean.items() if m is not None}
     latent_units = sum(m.shape[-1] for m in result.posterior_mean.values() if m is not None)  # all layers
     return {
