@@ -11,7 +11,12 @@ from pyrovae.errors import ConfigError
 # kl_terms: latent site -> how the estimator treats its KL term (see pyrovae.inference.kl)
 RECORDED = ("kl_terms",)
 
-__all__ = ["TrainConfig", "option"]
+__all__ = ["TrainConfig", "option", "logger_names"]
+
+
+def logger_names(text):
+    """``"tensorboard,mlflow"`` -> ``["tensorboard", "mlflow"]`` (None -> [])."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
 def option(default, help, **kwargs):
@@ -85,6 +90,15 @@ class TrainConfig:
                        "with a warning)")
     # evaluation at the end of training
     eval_num_samples: int = option(5000, "K of the final test log-likelihood (IWAE); 0 skips it")
+    # watching a run (none changes the trained parameters; each may change on --resume)
+    track_loglik_every: int = option(0, "every N epochs, the validation log-likelihood (IWAE, K = "
+                                     "--track-num-samples) in metrics.jsonl, the loggers and curves.png; 0: never")
+    track_num_samples: int = option(100, "K of the tracked validation log-likelihood")
+    logger: str | None = option(None, "tensorboard, mlflow or tensorboard,mlflow: also log the metrics, images "
+                                "and final results there (metrics.jsonl is always written)")
+    tracking_uri: str | None = option(None, "mlflow: the tracking store (default $MLFLOW_TRACKING_URI, else a "
+                                      "file store mlruns/ beside the run directory)")
+    log_images_every: int = option(10, "loggers: sample and reconstruction images every N epochs; 0: never")
 
     def __post_init__(self):
         if isinstance(self.hidden, (list, tuple)):
@@ -104,7 +118,10 @@ class TrainConfig:
             _check_type(name(f.name), getattr(self, f.name), f.type)
         for key in ("latent_dim", "epochs", "batch_size", "num_particles", "num_classes", "patience"):
             check_int(name(key), getattr(self, key), 1)
-        for key in ("num_labels", "local_steps", "eval_num_samples", "kl_warmup"):
+        for key in ("track_num_samples",):
+            check_int(name(key), getattr(self, key), 1)
+        for key in ("num_labels", "local_steps", "eval_num_samples", "kl_warmup", "track_loglik_every",
+                    "log_images_every"):
             check_int(name(key), getattr(self, key), 0)
         for key in ("lr", "local_lr", "temperature", "temperature_min"):
             check_float(name(key), getattr(self, key), 0, low_open=True)
@@ -112,6 +129,14 @@ class TrainConfig:
             check_float(name(key), getattr(self, key), 0)
         for key in ("seed", "split_seed"):
             check_seed(name(key), getattr(self, key))
+        if self.logger is not None:
+            from pyrovae.loggers import LOGGERS
+
+            if not logger_names(self.logger):
+                raise ConfigError(f"{name('logger')} names no logger: {self.logger!r}; valid: "
+                                  f"{', '.join(LOGGERS.names())} (comma-separated for several)")
+            for logger in logger_names(self.logger):
+                LOGGERS.resolve(logger)
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"{name('device')} must be cpu or cuda, got {self.device!r}")
         return self
@@ -128,8 +153,12 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
+            import difflib
+
             where = f"{source}: " if source else ""
-            raise ConfigError(f"{where}unknown configuration keys {unknown}; valid keys: {sorted(names)}")
+            close = {k: difflib.get_close_matches(k, names, 1) for k in unknown}
+            hint = "".join(f" ({k!r}: did you mean {m[0]!r}?)" for k, m in close.items() if m)
+            raise ConfigError(f"{where}unknown configuration keys {unknown}{hint}; valid keys: {sorted(names)}")
         for f in dataclasses.fields(cls):
             if f.name in d:
                 _check_type(f"--{f.name.replace('_', '-')}" if source is None else f'{source}: key "{f.name}"',

@@ -32,7 +32,7 @@ def test_cli_smoke_on_digits(tmp_path):
     assert "test log-likelihood (IWAE, K=20)" in proc.stdout
     figures = ["curves.png", "interpolations.png", "latent.png", "reconstructions.png", "samples.png", "traversals.png"]
     # K = 20 leaves no Pareto tail to fit (k-hat needs K >= 21): no k-hat figure
-    assert sorted(os.listdir(out)) == sorted(["best.pt", "config.json", "eval_test_best_amortized_K20.json", "last.pt",
+    assert sorted(os.listdir(out)) == sorted(["best.pt", "config.json", "eval_test_best_amortized_K20.json", "last.pt", "summary.json",
                                               "metrics.jsonl", "collapse_test_best_amortized_K20.png", *figures])
     assert "figures: curves.png, latent.png, samples.png" in proc.stdout
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -30,7 +30,7 @@ from pyrovae.jsonio import read_jsonl
 from pyrovae.models import guide_discrete_sites
 from pyrovae.runs.rundir import METRICS
 
-__all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse"]
+__all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse", "image_grids"]
 
 
 @torch.no_grad()
@@ -71,6 +71,31 @@ def _grid(images, cols, shape):
     return out
 
 
+@torch.no_grad()
+def image_grids(model, guide, x, shape, seed=0, num_samples=64):
+    """The images a logger shows during training, each one 2-D array in [0, 1] (grey separators):
+
+    * ``samples``: ``num_samples`` decoder means E[x | z], z ~ p(z), 8 to a row (models without a
+      single Gaussian code: their ``sample_means``, 10 to a row, where they have one);
+    * ``reconstructions``: the images ``x`` (B, P) (top row) above E[x | z = E_q[z | x]] (bottom).
+
+    The same draws every call (``seed``); the global RNG is untouched. Empty without an image shape.
+    """
+    if shape is None:
+        return {}
+    with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+        torch.manual_seed(seed)
+        if guide_discrete_sites(model) or not (hasattr(model, "decode_mean") and hasattr(model, "prior")):
+            if not hasattr(model, "sample_means"):
+                return {}
+            return {"samples": _grid(model.sample_means(100).cpu(), 10, shape)}
+        z = model.prior().sample((num_samples,))
+        samples = _grid(decode_mean(model, z).cpu(), 8, shape)
+        means = posterior_means(model, guide, x)
+        pairs = torch.cat([x.cpu(), decode_mean(model, means).cpu()])
+    return {"samples": samples, "reconstructions": _grid(pairs, len(x), shape)}
+
+
 def _save_image(path, array, title):
     fig, ax = subplots(figsize=(max(3, array.shape[1] / 18), max(3, array.shape[0] / 18) + 0.4))
     ax.imshow(array, cmap="gray_r" if array.mean() < 0.5 else "gray", vmin=0, vmax=1, interpolation="nearest")
@@ -88,10 +113,14 @@ def _curves(run_dir, path):
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_elbo"] for r in rows], label="train")
     ax.plot(epochs, [r["valid_elbo"] for r in rows], label="validation")
+    tracked = [r for r in rows if r.get("valid_log_likelihood") is not None]
+    if tracked:
+        ax.plot([r["epoch"] for r in tracked], [r["valid_log_likelihood"] for r in tracked], marker="o",
+                markersize=3, label="validation log-likelihood (IWAE)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per datapoint)")
+    ax.set_ylabel("ELBO, log p(x) (nats per datapoint)")
     lo = min(min(r["train_elbo"], r["valid_elbo"]) for r in rows[len(rows) // 10 :])
-    hi = max(max(r["train_elbo"], r["valid_elbo"]) for r in rows)
+    hi = max([max(r["train_elbo"], r["valid_elbo"]) for r in rows] + [r["valid_log_likelihood"] for r in tracked])
     ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
     ax.legend()
     ax.grid(alpha=0.3)

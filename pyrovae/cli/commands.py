@@ -30,7 +30,7 @@ def _absolute(path):
 
 def config_from_args(args):
     """The TrainConfig of ``pyrovae train``: defaults (or, for --resume, the saved config)
-    updated with the options given on the command line."""
+    updated with the options of ``--config FILE``, then with those given on the command line."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     if "data_dir" in given:
@@ -40,6 +40,11 @@ def config_from_args(args):
     for kind in COMPONENTS:  # a plugin file is found from any working directory
         if kind in given:
             given[kind] = absolute_import_string(given[kind])
+    if getattr(args, "config", None):
+        from pyrovae.config_file import read_config_file
+
+        from_file, _ = read_config_file(args.config)  # its relative paths are the file's folder's
+        given = {**from_file, **given}  # the command line overrides the file
     base = DEFAULTS
     if args.resume:
         if args.out is None:
@@ -266,8 +271,41 @@ def cmd_compare_estimators(args):
     return 0
 
 
+def cmd_sweep(args):
+    from pyrovae.runs.sweep import read_sweep, sweep
+
+    runs = read_sweep(args.file)
+    out = args.out or os.path.join("sweeps", os.path.splitext(os.path.basename(args.file))[0])
+    result = sweep(runs, out, workers=args.workers)
+    failed = {name: s for name, s in result.status.items() if s.startswith("failed")}
+    done = sum(s in ("finished", "skipped") for s in result.status.values())
+    print(f"sweep {out}: {done} of {len(runs)} runs finished ({sum(s == 'skipped' for s in result.status.values())} "
+          f"before this call)" + (f"; {len(failed)} failed" if failed else ""))
+    for name, status in failed.items():
+        print(f"  {name}: {status}")
+    print(f"compare them with: pyrovae compare-runs {out}")
+    return 1 if failed else 0
+
+
+def cmd_compare_runs(args):
+    from pyrovae.analysis.compare_runs import find_runs, format_table, group_runs, plot_curves, read_run
+
+    finished, unfinished = find_runs(args.run_dirs)
+    if unfinished:
+        print(f"pyrovae: warning: {len(unfinished)} unfinished run(s) left out (no summary.json): "
+              + ", ".join(os.path.basename(p) for p in unfinished), file=sys.stderr)
+    if not finished:
+        raise ConfigError("compare-runs: none of the runs has finished (summary.json is written when pyrovae "
+                          "train ends)")
+    groups = group_runs([read_run(p) for p in finished])
+    print(format_table(groups, args.format), end="")
+    figure = args.figure or os.path.join(args.run_dirs[0] if len(args.run_dirs) == 1 else ".", "compare_runs.png")
+    print(f"figure: {plot_curves(groups, figure)}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "bdmc": cmd_bdmc, "plot": cmd_plot, "impute": cmd_impute,
             "posterior-check": cmd_posterior_check, "compare-inference": cmd_compare_inference, "bench": cmd_bench,
-            "compare-estimators": cmd_compare_estimators}
+            "compare-estimators": cmd_compare_estimators, "sweep": cmd_sweep, "compare-runs": cmd_compare_runs}
 
 

@@ -94,6 +94,8 @@ def _train_parser(sub):
                        description="Train a VAE (Pyro model + guide) with a Pyro ELBO; evaluate log p(x) at the end.")
     add_config_options(p)  # every TrainConfig field; defaults None, so --resume can tell the options given
     opt = p.add_argument
+    opt("--config", metavar="FILE", help="options from a TOML or JSON file (a run's config.json reruns it); "
+                                         "options given here override the file's")
     opt("--out", help="run directory (default runs/DATA-MODEL-GUIDE-ELBO-TIME)")
     opt("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     opt("--overwrite", action="store_true", help="replace an existing run directory --out")
@@ -195,10 +197,31 @@ def _compare_estimators_parser(sub):
     return p
 
 
+def _sweep_parsers(sub):
+    p = sub.add_parser("sweep", help="train a grid of options x seeds from one file; resumable",
+                       description="Train every run of a sweep file (options, then a [sweep] table of seeds, "
+                                   "variants and grid) into OUT/NAME; finished runs are skipped and started ones "
+                                   "continued, so the same command resumes an interrupted sweep "
+                                   "(see pyrovae.runs.sweep).")
+    p.add_argument("file", metavar="FILE", help="a TOML or JSON sweep file")
+    p.add_argument("--out", help="the sweep's folder (default sweeps/FILE-NAME)")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="runs at a time, each in its own process "
+                   "(default 1: one after another, in this process)")
+    p = sub.add_parser("compare-runs", help="a table of finished runs grouped by settings, mean ± sd over seeds",
+                       description="Finished runs (or a sweep's folder) in one table: test log-likelihood, ELBO, "
+                                   "active units, k-hat share, parameters and training time, mean ± sd over the "
+                                   "runs of each group; and a figure of the validation curves "
+                                   "(see pyrovae.analysis.compare_runs).")
+    p.add_argument("run_dirs", metavar="DIR", nargs="+", help="run directories, or folders of runs")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "csv"], help="table format (default text)")
+    p.add_argument("--figure", help="the curves figure (default DIR/compare_runs.png for one DIR, else "
+                                    "./compare_runs.png)")
+
+
 def build_parser():
     parser = _Parser(prog="pyrovae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for add in (_train_parser, _evaluate_parser, _bdmc_parser, _plot_parser, _impute_parser, _analysis_parsers, _bench_parser,
-                _compare_estimators_parser):
+                _compare_estimators_parser, _sweep_parsers):
         add(sub)
     return parser

@@ -8,17 +8,19 @@ from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, ConfigError
 from pyrovae.runs.runlock import LOCK
 
-__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "BASELINE", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
+__all__ = ["CONFIG", "LAST", "BEST", "METRICS", "SUMMARY", "BASELINE", "RUN_FILES", "prepare_run_dir", "unstarted", "RESUMABLE"]
 
 CONFIG, LAST, BEST, METRICS = "config.json", "last.pt", "best.pt", "metrics.jsonl"
+SUMMARY = "summary.json"  # written last by a finished pyrovae train
 BASELINE = "baseline_labelled_only.json"  # semi-supervised runs: the labels-only classifier's accuracy
 # the files pyrovae writes into a run directory; --overwrite removes these and nothing else
-RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, BASELINE, ".tmp-*", "eval_*.json", "impute_*.json", "impute_*.png",
+RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, BASELINE, SUMMARY, "mlflow_run.json", "events.out.tfevents.*", ".tmp-*", "eval_*.json", "impute_*.json", "impute_*.png",
              "compare_inference*.json", "compare_inference*.png", "compare_estimators.json", "estimator_*.png",
              "posterior_check*.json", "posterior_check*.png", "khat_*.png", "collapse_*.png", "curves.png",
              "latent.png", "samples.png", "reconstructions.png", "interpolations.png", "traversals.png")
 # options a resumed run may change: they do not alter what was already computed
-RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit")
+RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit", "track_loglik_every", "track_num_samples",
+             "logger", "tracking_uri", "log_images_every")
 
 
 def _is_run_file(name):

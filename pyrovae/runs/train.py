@@ -26,12 +26,14 @@ from pyrovae.errors import (
     TrainingDiverged,
 )
 from pyrovae.inference.kl import kl_terms
-from pyrovae.jsonio import write_json
+from pyrovae.config import logger_names
+from pyrovae.jsonio import read_jsonl, write_json
 from pyrovae.local import private_param_store
+from pyrovae.loggers import final_results, hparams
 from pyrovae.models import LIKELIHOODS
 from pyrovae.registry import lookup
 from pyrovae.runs.checkpoint import saved_epoch
-from pyrovae.runs.rundir import BASELINE, LAST, METRICS, prepare_run_dir
+from pyrovae.runs.rundir import BASELINE, LAST, METRICS, SUMMARY, prepare_run_dir
 from pyrovae.runs.runlock import RunLock
 from pyrovae.training import (
     Checkpointer,
@@ -48,6 +50,7 @@ from pyrovae.training.distributed import (
 )
 from pyrovae.training.objective import make_objective
 from pyrovae.training.optim import make_optimizers
+from pyrovae.training.tracking import LogLikelihoodTracker
 from pyrovae.training.validation import validation_elbo
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "resolve_device", "validation_elbo"]
@@ -130,6 +133,7 @@ class _Prepared(NamedTuple):
     objective: object
     resume: bool
     out: str
+    loggers: list
 
 
 def _train(config, out, resume, overwrite, progress, log, lock):
@@ -140,27 +144,74 @@ def _train(config, out, resume, overwrite, progress, log, lock):
     p = _prepare(config, out, resume, overwrite, log, lock, context)
     config, data, model, guide, out = p.config, p.data, p.model, p.guide, p.out
     num_train = len(data.train)
-    callbacks = [MetricsLog(os.path.join(out, METRICS)),
+    tracker = ([LogLikelihoodTracker(data.valid.x, config.track_loglik_every, config.track_num_samples,
+                                     config.seed + 2)] if config.track_loglik_every else [])
+    callbacks = [*tracker, MetricsLog(os.path.join(out, METRICS)),
                  Checkpointer(out, resume=p.resume, resume_hint=f"pyrovae train --out {out} --resume",
                               rerun_hint="run the same command again, no --overwrite needed"),
-                 EarlyStopping(config.patience), ProgressBar(config.epochs, progress, log), GracefulStopping()]
-    # Pyro's validation ran on the check in _prepare; the hot loop skips those checks (a NaN still stops training)
-    with pyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Encountered NaN")  # Pyro's; a NaN loss stops training in fit
-        state = fit(model, guide, p.objective, context.shard(data.train.x), config.epochs, valid=data.valid.x,
-                    batch_size=config.batch_size, optimizer=make_optimizers([model, guide], config.lr, config.local_lr),
-                    callbacks=callbacks, seed=config.seed, device=context.device, local_steps=config.local_steps,
-                    binarize=data.binarization == "dynamic", drop_last=config.elbo == "tracegraph",
-                    num_data=num_train, schedule=p.elbo, context=context)
-    context.barrier()  # rank 0 has written best.pt
-    evaluation, figures = _evaluate_and_plot(config, out, data, progress, context, state.epoch)
-    baseline = None
-    if context.is_main and evaluation is not None and getattr(model, "semi_supervised", False):
-        baseline = labelled_only_baseline(config, data, model.num_classes)
-        write_json(os.path.join(out, BASELINE), baseline)
+                 EarlyStopping(config.patience), ProgressBar(config.epochs, progress, log), GracefulStopping(),
+                 *p.loggers]
+    try:
+        # Pyro's validation ran on the check in _prepare; the hot loop skips those checks (a NaN still stops training)
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Encountered NaN")  # Pyro's; a NaN loss stops training in fit
+            state = fit(model, guide, p.objective, context.shard(data.train.x), config.epochs, valid=data.valid.x,
+                        batch_size=config.batch_size,
+                        optimizer=make_optimizers([model, guide], config.lr, config.local_lr),
+                        callbacks=callbacks, seed=config.seed, device=context.device, local_steps=config.local_steps,
+                        binarize=data.binarization == "dynamic", drop_last=config.elbo == "tracegraph",
+                        num_data=num_train, schedule=p.elbo, context=context)
+        context.barrier()  # rank 0 has written best.pt
+        evaluation, figures = _evaluate_and_plot(config, out, data, progress, context, state.epoch)
+        baseline = None
+        if context.is_main and evaluation is not None and getattr(model, "semi_supervised", False):
+            baseline = labelled_only_baseline(config, data, model.num_classes)
+            write_json(os.path.join(out, BASELINE), baseline)
+        if context.is_main:
+            summary = _summary(out, state, config, model, guide, evaluation)
+            for logger in p.loggers:
+                logger.log_final(hparams(config), final_results(evaluation and evaluation.report, state,
+                                                                summary["training_seconds"]))
+            write_json(os.path.join(out, SUMMARY), summary)  # last: its presence says the run finished
+    finally:
+        for logger in p.loggers:
+            logger.close()
     context.barrier()
     return TrainResult(out, state.epoch, state.best_epoch, state.best_valid_elbo, state.since_best >= config.patience,
                        evaluation, figures, baseline)
+
+
+def _summary(out, state, config, model, guide, evaluation):
+    """``summary.json``: what a finished run reached, for ``compare-runs`` and ``sweep``."""
+    rows = read_jsonl(os.path.join(out, METRICS))
+    report = evaluation.report if evaluation is not None else {}
+    return {
+        "epochs": state.epoch, "best_epoch": state.best_epoch, "best_valid_elbo": state.best_valid_elbo,
+        "stopped_early": state.since_best >= config.patience,
+        "training_seconds": sum(r.get("seconds", 0.0) for r in rows),
+        "parameters": {"model": sum(t.numel() for t in model.parameters()),
+                       "guide": sum(t.numel() for t in guide.parameters())},
+        "test": {k: report.get(k) for k in ("num_samples", "log_likelihood", "log_likelihood_stderr", "elbo",
+                                            "active_units", "latent_units", "khat_share_above_0.7")} if report else None,
+        "evaluation": os.path.basename(evaluation.path) if evaluation is not None else None,
+        "units": "nats per datapoint; seconds of training (validation included, final evaluation not)",
+    }
+
+
+def _loggers(config, out, data, device):
+    """The loggers ``config.logger`` names, built and checked (before anything is written)."""
+    from pyrovae.loggers import LOGGERS
+
+    def images(model, guide):
+        from pyrovae.analysis.plots import image_grids
+
+        return image_grids(model, guide, data.valid.x[:10].to(device), data.image_shape, seed=config.seed)
+
+    loggers = [LOGGERS.resolve(name)(out, config, images, config.log_images_every)
+               for name in logger_names(config.logger)]
+    for logger in loggers:
+        logger.check()
+    return loggers
 
 
 def _prepare(config, out, resume, overwrite, log, lock, context):
@@ -187,6 +238,7 @@ def _prepare(config, out, resume, overwrite, log, lock, context):
     with torch.random.fork_rng():  # one trace of model and guide; the training draws stay as they were
         kl = kl_terms(config.elbo, model, guide, data.train.x[:2], torch.arange(2), num_train)
     out = context.broadcast_object(out)  # a default --out holds a timestamp: rank 0's names the run
+    loggers = _loggers(config, out, data, device) if context.is_main else []
     if context.is_main:
         config, resume = prepare_run_dir(out, config, resume, overwrite, lock=lock, kl_terms=kl)  # first write
         print(f"KL terms under --elbo {config.elbo}: " + ", ".join(f"{site} {how}" for site, how in kl.items()),
@@ -207,7 +259,7 @@ def _prepare(config, out, resume, overwrite, log, lock, context):
     if context.parallel:
         probe = (x0.to(device), torch.arange(2, device=device))
         objective = DataParallelObjective(model, guide, elbo, num_train, context, probe)
-    return _Prepared(config, data, model, guide, elbo, objective, resume, out)
+    return _Prepared(config, data, model, guide, elbo, objective, resume, out, loggers)
 
 
 def _evaluate_and_plot(config, out, data, progress, context, epochs):

@@ -19,7 +19,7 @@ from pyrovae.training.distributed import SINGLE, shard_batches
 from pyrovae.training.optim import make_optimizers
 from pyrovae.training.state import TrainState
 from pyrovae.training.step import Step, as_objective
-from pyrovae.training.validation import validation_elbo
+from pyrovae.training.validation import validation_scores
 
 __all__ = ["fit", "Loop"]
 
@@ -50,8 +50,10 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
     :param train: a tensor (N, P) or a :class:`~pyrovae.data.Split`; under data-parallel
         training, this process's rows (``context.shard``).
     :param valid: a tensor (M, P) scored each epoch by
-        :func:`~pyrovae.training.validation.validation_elbo` (or ``validate()``, if given); without
-        either, the epoch's training ELBO picks the best epoch.
+        :func:`~pyrovae.training.validation.validation_scores` (or ``validate()``, if given, which
+        returns the validation ELBO, or a dict with ``"elbo"`` and optionally ``"reconstruction"``
+        and ``"kl"``); without either, the epoch's training ELBO picks the best epoch. The epoch's
+        ``record`` holds ``valid_elbo`` and, where given, ``valid_reconstruction`` and ``valid_kl``.
     :param optimizer: a :class:`~pyrovae.training.optim.Optimizers`; by default Adam(``lr``) over both
         modules' parameters (SparseAdam for per-example tables).
     :param callbacks: :class:`~pyrovae.training.callbacks.Callback` s, run in this order; e.g.
@@ -79,7 +81,7 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
     loop = Loop(model, guide, optimizer, step, torch.Generator().manual_seed(seed), context, device, num_data)
     if validate is None and valid is not None:
         def validate():
-            return validation_elbo(model, guide, valid, seed + 1, device, context)
+            return validation_scores(model, guide, valid, seed + 1, device, context)
 
     def epoch_batches():
         if context.parallel:
@@ -126,11 +128,14 @@ def _epoch(loop, epoch_batches, callbacks, seen, validate):
             _interrupt(loop, callbacks)
     state.batch, state.partial_total = 0, 0.0
     loop.model.eval(), loop.guide.eval()
-    valid = validate() if validate is not None else -total / seen
+    scores = validate() if validate is not None else -total / seen
+    parts = scores if isinstance(scores, dict) else {"elbo": scores}
+    valid = parts["elbo"]
     state.epoch += 1
     state.epoch_data_rng = loop.data_gen.get_state()
     state.improve(valid)
     loop.record = {"epoch": state.epoch, "step": state.step, "train_elbo": -total / seen, "valid_elbo": valid,
+                   **{f"valid_{k}": parts[k] for k in ("reconstruction", "kl") if k in parts},
                    "seconds": time.perf_counter() - t0}
     _each(callbacks, "on_epoch_end", loop)
     asked = bool(_asked(callbacks))  # every process stops at the same epoch, or the collectives would not match
