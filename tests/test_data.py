@@ -79,6 +79,30 @@ def test_binarized_mnist_plain_and_gzipped(tmp_path, gz):
         assert np.array_equal(d.split(part).x.numpy(), written[part]), part
 
 
+@pytest.mark.parametrize("text", [
+    "0 1 1\n1 0 0\n",  # the usual layout
+    "0 1 1\r\n1 0 0\r\n",  # Windows line ends
+    "0 1 1\n\n1 0 0",  # a blank line, no final newline
+    "0\t1  1\n 1 0 0 \n",  # tabs and extra blanks
+    "0.0 1.0 1\n1 0 0.0\n",  # numbers written with decimals (read by np.loadtxt)
+])
+def test_amat_rows_read_as_numpy_reads_them(tmp_path, text):
+    from pyrovae.data.files import _read_amat
+
+    path = tmp_path / "x.amat"
+    path.write_text(text, newline="")
+    assert np.array_equal(_read_amat(str(path)), np.array([[0, 1, 1], [1, 0, 0]], dtype=np.float32))
+
+
+def test_ragged_amat_rows_named(tmp_path):
+    from pyrovae.data.files import _read_amat
+
+    path = tmp_path / "x.amat"
+    path.write_text("0 1 1\n1 0\n")
+    with pytest.raises(DataError, match=f"could not read {path} as .amat"):
+        _read_amat(str(path))
+
+
 def test_missing_files_named_with_folder(tmp_path):
     with pytest.raises(DataError) as caught:
         load_dataset("binarized-mnist", str(tmp_path))

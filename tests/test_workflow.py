@@ -252,3 +252,16 @@ def test_compare_runs_groups_by_settings_with_mean_and_sd_over_seeds(tmp_path, c
                                    "| 150 ± 0 | 1.25 ± 0.25 |"), out
     assert "1 unfinished run(s) left out" in err and (tmp_path / "sweep" / "compare_runs.png").stat().st_size > 0
     assert cli.main(["compare-runs", str(tmp_path / "nothing")]) == 2
+
+
+def test_the_readme_sweep_file_plans_nine_runs(tmp_path):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(# guides\.toml.*?)```", readme, flags=re.S).group(1)
+    (tmp_path / "guides.toml").write_text(block)
+    runs = read_sweep(str(tmp_path / "guides.toml"))
+    assert [r.name for r in runs[:4]] == ["guide=amortized_seed=0", "guide=amortized_seed=1", "guide=amortized_seed=2",
+                                          "guide=iaf_seed=0"]
+    assert len(runs) == 9 and runs[-1].config.local_steps == 10 and runs[-1].config.epochs == 100

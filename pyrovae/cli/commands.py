@@ -299,7 +299,9 @@ def cmd_compare_runs(args):
                           "train ends)")
     groups = group_runs([read_run(p) for p in finished])
     print(format_table(groups, args.format), end="")
-    figure = args.figure or os.path.join(args.run_dirs[0] if len(args.run_dirs) == 1 else ".", "compare_runs.png")
+    one = args.run_dirs[0] if len(args.run_dirs) == 1 else None  # a folder of runs, not a run itself
+    folder = one if one and not os.path.isfile(os.path.join(one, CONFIG)) else "."
+    figure = args.figure or os.path.join(folder, "compare_runs.png")
     print(f"figure: {plot_curves(groups, figure)}", file=sys.stderr)
     return 0
 

@@ -214,8 +214,8 @@ def _sweep_parsers(sub):
                                    "(see pyrovae.analysis.compare_runs).")
     p.add_argument("run_dirs", metavar="DIR", nargs="+", help="run directories, or folders of runs")
     p.add_argument("--format", default="text", choices=["text", "markdown", "csv"], help="table format (default text)")
-    p.add_argument("--figure", help="the curves figure (default DIR/compare_runs.png for one DIR, else "
-                                    "./compare_runs.png)")
+    p.add_argument("--figure", help="the curves figure (default DIR/compare_runs.png for one folder of runs, "
+                                    "else ./compare_runs.png)")
 
 
 def build_parser():

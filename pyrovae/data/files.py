@@ -30,10 +30,35 @@ def _find(data_dir, stem, dataset):
     raise DataError(f"--data {dataset}: expected {stem} or {stem}.gz in {os.path.abspath(data_dir)}; not found")
 
 
+def _binary_rows(raw):
+    """``raw`` (bytes) parsed as rows of single-digit 0/1 values separated by blanks, as the
+    binarized-MNIST files are: (N, P) float32, or None where the text is anything else (then
+    ``np.loadtxt`` reads it). About 10 times faster than ``np.loadtxt`` on the 50,000-row split."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    width = raw.find(b"\n") + 1  # the usual layout: every row "d d ... d\n", of one width
+    if width > 1 and width % 2 == 0 and len(b) % width == 0:
+        rows = b.reshape(-1, width)
+        values = rows[:, 0::2]
+        if (rows[:, -1] == 10).all() and (rows[:, 1:-1:2] == 32).all() and ((values & 0xFE) == 48).all():
+            return (values - 48).astype(np.float32)
+    digit = (b == 48) | (b == 49)  # "0", "1"
+    newline = b == 10
+    if not (digit | newline | (b == 32) | (b == 13) | (b == 9)).all() or (digit[1:] & digit[:-1]).any():
+        return None  # other characters, or multi-digit numbers
+    counts = np.diff(np.concatenate([[0], np.cumsum(digit)[np.flatnonzero(newline)], [digit.sum()]]))
+    counts = counts[counts > 0]  # blank lines and a missing final newline
+    if len(counts) == 0 or (counts != counts[0]).any():
+        return None  # let loadtxt name the ragged row
+    return (b[digit] - 48).astype(np.float32).reshape(len(counts), int(counts[0]))
+
+
 def _read_amat(path):
     try:
         with _open(path) as f:
-            x = np.loadtxt(f, dtype=np.float32)
+            raw = f.read()
+        x = _binary_rows(raw)
+        if x is None:
+            x = np.loadtxt(raw.decode("ascii", errors="replace").splitlines(), dtype=np.float32)
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"could not read {path} as .amat (one row of numbers per image): {err}") from None
     return np.atleast_2d(x)
