@@ -152,7 +152,7 @@ def plot_curves(groups, path):
 
     fig, ax = subplots(figsize=(7, 4))
     colours = [f"C{i % 10}" for i in range(len(groups))]
-    lows = []
+    lows, any_tracked = [], False
     for group, colour in zip(groups, colours):
         for i, run in enumerate(group.runs):
             rows = read_jsonl(os.path.join(run.path, METRICS))
@@ -163,13 +163,15 @@ def plot_curves(groups, path):
             lows.append(sorted(r["valid_elbo"] for r in rows)[len(rows) // 10])
             tracked = [r for r in rows if r.get("valid_log_likelihood") is not None]
             if tracked:
+                any_tracked = True
                 ax.plot([r["epoch"] for r in tracked], [r["valid_log_likelihood"] for r in tracked], "o",
                         color=colour, markersize=3)
     if lows:
         ax.set_ylim(bottom=min(lows))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ELBO (nats per datapoint)")
-    ax.set_title("validation ELBO per run (lines); tracked log-likelihood (dots)", fontsize=9)
+    ax.set_title("validation ELBO per run" + (" (lines); tracked validation log-likelihood (dots)" if any_tracked
+                                              else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -234,6 +234,7 @@ def _pool(todo, out, states, status, workers, bar, log):
         for proc in running:  # each checkpoints its step and exits (pyrovae train's graceful stop)
             proc.terminate()
         for proc, (run, logf, _) in running.items():
-            proc.wait()
+            if proc.wait() == 0:  # it had finished before the signal reached it
+                status[run.name] = "finished"
             logf.close()
         raise
