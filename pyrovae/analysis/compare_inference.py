@@ -206,8 +206,14 @@ def _figure(path, r):
     fig, (left, right) = subplots(1, 2, figsize=(10, 3.8))
     names = ["approximation gap\nlog p(x) - L[q*]", "amortization gap\nL[q*] - L[q]"]
     values = [r["approximation_gap"], r["amortization_gap"]]
-    left.bar(names, [v[0] for v in values], yerr=[2 * v[1] for v in values], color=["tab:blue", "tab:orange"],
-             capsize=6)
+    colours = ["tab:blue", "tab:orange"]
+    if "approximation_gap_ais" in r:  # beside the IWAE-based one
+        names[0] = "approximation gap\nIWAE log p(x) - L[q*]"
+        names.insert(1, "approximation gap\nAIS log p(x) - L[q*]")
+        values.insert(1, r["approximation_gap_ais"])
+        colours.insert(1, "tab:cyan")
+    left.bar(names, [v[0] for v in values], yerr=[2 * v[1] for v in values], color=colours, capsize=6)
+    left.tick_params(axis="x", labelsize=9 if len(names) < 3 else 7)
     left.set_ylabel("nats per datapoint (± 2 s.e.)")
     left.set_title(f"{r['num_examples']} {r['split']} examples, K = {r['num_samples']}", fontsize=9)
     steps = np.array(r["refinement_curve"]["steps"]) + 1

@@ -111,12 +111,13 @@ def _curves(run_dir, path):
         return None
     fig, ax = subplots(figsize=(5, 3.5))
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_elbo"] for r in rows], label="train")
-    ax.plot(epochs, [r["valid_elbo"] for r in rows], label="validation")
+    ax.plot(epochs, [r["train_elbo"] for r in rows], label="training ELBO")
+    ax.plot(epochs, [r["valid_elbo"] for r in rows], label="validation ELBO")
     tracked = [r for r in rows if r.get("valid_log_likelihood") is not None]
     if tracked:
+        k = _saved_option(run_dir, "track_num_samples")
         ax.plot([r["epoch"] for r in tracked], [r["valid_log_likelihood"] for r in tracked], marker="o",
-                markersize=3, label="validation log-likelihood (IWAE)")
+                markersize=3, label="validation log-likelihood (IWAE" + (f", K = {k})" if k else ")"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO, log p(x) (nats per datapoint)")
     lo = min(min(r["train_elbo"], r["valid_elbo"]) for r in rows[len(rows) // 10 :])
@@ -126,6 +127,17 @@ def _curves(run_dir, path):
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def _saved_option(run_dir, key):
+    """An option from the run's ``config.json``, or None where it cannot be read."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _latent(means, labels, path):
