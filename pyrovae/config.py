@@ -88,6 +88,8 @@ class TrainConfig:
     device: str = option("cpu", "cpu or cuda")
     jit: bool = option(False, "trace, meanfield: compile the loss with Pyro's JIT ELBO (faster steps; falls back "
                        "with a warning)")
+    checkpoint_every: int = option(1, "write last.pt (and a better best.pt) every N epochs, and always at the end "
+                                   "and at Ctrl-C/SIGTERM; a run killed between them repeats the epochs since")
     # evaluation at the end of training
     eval_num_samples: int = option(5000, "K of the final test log-likelihood (IWAE); 0 skips it")
     # watching a run (none changes the trained parameters; each may change on --resume)
@@ -116,7 +118,8 @@ class TrainConfig:
 
         for f in dataclasses.fields(self):
             _check_type(name(f.name), getattr(self, f.name), f.type)
-        for key in ("latent_dim", "epochs", "batch_size", "num_particles", "num_classes", "patience"):
+        for key in ("latent_dim", "epochs", "batch_size", "num_particles", "num_classes", "patience",
+                    "checkpoint_every"):
             check_int(name(key), getattr(self, key), 1)
         for key in ("track_num_samples",):
             check_int(name(key), getattr(self, key), 1)

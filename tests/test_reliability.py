@@ -18,7 +18,7 @@ ARGS = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "20", "--eval-num
 
 
 def _config(**kw):
-    return TrainConfig(hidden=(32,), latent_dim=4, batch_size=20, eval_num_samples=0, **kw)
+    return TrainConfig(**{"hidden": (32,), "latent_dim": 4, "batch_size": 20, "eval_num_samples": 0, **kw})
 
 
 def _cli(out, *extra):
@@ -131,3 +131,41 @@ def test_resume_of_stale_partial_write_is_cleaned(tmp_path):
     (out / ".tmp-crashed").write_bytes(b"partial")
     train(_config(epochs=2), str(out), resume=True, progress=False)
     assert not (out / ".tmp-crashed").exists()
+
+
+def test_checkpoint_every_n_epochs_keeps_a_resumable_state_and_ends_like_every_epoch(tmp_path):
+    """Checkpointer(every=3) over 8 epochs: a crash in epoch 6 leaves last.pt at epoch 3 and best.pt
+    no later than it; resuming from there ends, best.pt included, exactly where the run that saved
+    every epoch ends; a run stopped early between checkpoints saves its last epoch."""
+    import pyro
+
+    from tests.exact import make_ppca
+    from pyrovae.training import Callback, Checkpointer, EarlyStopping, MetricsLog, fit
+
+    class Crash(Callback):
+        def on_epoch_end(self, loop):
+            if loop.state.epoch == 5:
+                raise RuntimeError("simulated crash")
+
+    def run(out, every, epochs=8, extra=(), resume=False, patience=100):
+        ppca = make_ppca(num_pixels=6, latent_dim=3, num_data=60)
+        torch.manual_seed(0)
+        out.mkdir(exist_ok=True)
+        fit(ppca.model, ppca.guide_at(0.5, 1.5), pyro.infer.Trace_ELBO(), ppca.x, epochs, valid=ppca.x[:20],
+            batch_size=20, lr=3e-2, callbacks=[MetricsLog(str(out / "metrics.jsonl")),
+                                               Checkpointer(str(out), resume=resume, every=every),
+                                               EarlyStopping(patience), *extra])
+
+    run(tmp_path / "every", 1)
+    sparse = tmp_path / "sparse"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(sparse, 3, extra=[Crash()])
+    assert load_checkpoint(str(sparse / "last.pt"))["epoch"] == 3 and len(_lines(sparse)) == 5
+    assert load_checkpoint(str(sparse / "best.pt"))["epoch"] <= 3
+    run(sparse, 3, resume=True)
+    _same_run(tmp_path / "every", sparse)
+    a, b = load_checkpoint(str(tmp_path / "every" / "best.pt")), load_checkpoint(str(sparse / "best.pt"))
+    assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    early = tmp_path / "early"
+    run(early, 40, epochs=200, patience=1)
+    assert load_checkpoint(str(early / "last.pt"))["epoch"] == len(_lines(early)) < 200  # stopped early, saved

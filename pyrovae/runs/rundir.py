@@ -19,8 +19,8 @@ RUN_FILES = (CONFIG, LAST, BEST, METRICS, LOCK, BASELINE, SUMMARY, "mlflow_run.j
              "posterior_check*.json", "posterior_check*.png", "khat_*.png", "collapse_*.png", "curves.png",
              "latent.png", "samples.png", "reconstructions.png", "interpolations.png", "traversals.png")
 # options a resumed run may change: they do not alter what was already computed
-RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit", "track_loglik_every", "track_num_samples",
-             "logger", "tracking_uri", "log_images_every")
+RESUMABLE = ("epochs", "patience", "eval_num_samples", "device", "jit", "checkpoint_every", "track_loglik_every",
+             "track_num_samples", "logger", "tracking_uri", "log_images_every")
 
 
 def _is_run_file(name):

@@ -148,7 +148,8 @@ def _train(config, out, resume, overwrite, progress, log, lock):
                                      config.seed + 2)] if config.track_loglik_every else [])
     callbacks = [*tracker, MetricsLog(os.path.join(out, METRICS)),
                  Checkpointer(out, resume=p.resume, resume_hint=f"pyrovae train --out {out} --resume",
-                              rerun_hint="run the same command again, no --overwrite needed"),
+                              rerun_hint="run the same command again, no --overwrite needed",
+                              every=config.checkpoint_every),
                  EarlyStopping(config.patience), ProgressBar(config.epochs, progress, log), GracefulStopping(),
                  *p.loggers]
     try:

@@ -1,5 +1,8 @@
-"""Checkpoints and exact resume: ``last.pt`` after every epoch (and at a graceful stop, with the
-position inside the epoch), ``best.pt`` when the validation ELBO improves, written atomically.
+"""Checkpoints and exact resume: ``last.pt`` after every epoch, or every ``every`` epochs (and at
+the end, and at a graceful stop, with the position inside the epoch), ``best.pt`` when the
+validation ELBO improves (with ``every`` > 1: kept in memory and written with the next
+``last.pt``), written atomically. Between checkpoints the files on disk stay a consistent,
+resumable state of the epoch they name; a run killed there repeats the epochs after it.
 
 A checkpoint holds the model, guide and optimizer states, Pyro's param store (the decaying
 averages of ``TraceGraph_ELBO``'s baselines), the RNG states of torch, NumPy, Python and the
@@ -10,6 +13,7 @@ parameters and metrics of the uninterrupted run, bit for bit.
 import os
 
 import pyro
+import torch
 
 from pyrovae.errors import CheckpointError, PyrovaeError
 from pyrovae.runs.checkpoint import (
@@ -36,12 +40,18 @@ class Checkpointer(Callback):
     :param bool resume: restore the loop from ``run_dir/last.pt`` before training.
     :param str resume_hint: how to continue, quoted in the stop messages.
     :param str rerun_hint: what to do when training fails before the first checkpoint.
+    :param int every: epochs between checkpoints (``--checkpoint-every``); the last epoch and a
+        graceful stop are always saved.
     :raises CheckpointError: on restore, if ``last.pt`` is missing, corrupted, or does not fit
         the model, guide and optimizer.
     """
 
-    def __init__(self, run_dir, resume=False, resume_hint=None, rerun_hint="start it again"):
-        self.run_dir, self.resume, self.rerun = run_dir, resume, rerun_hint
+    def __init__(self, run_dir, resume=False, resume_hint=None, rerun_hint="start it again", every=1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"checkpoint every must be a positive integer, got {every!r}")
+        self.run_dir, self.resume, self.rerun, self.every = run_dir, resume, rerun_hint, every
+        self.pending_best = None  # the best epoch's checkpoint, not yet written (every > 1)
+        self.saved_epoch = None  # the epoch last.pt holds, as written by this callback
         self.hint = resume_hint or f"fit(..., callbacks=[Checkpointer({run_dir!r}, resume=True), ...])"
         self.last, self.best = os.path.join(run_dir, LAST), os.path.join(run_dir, BEST)
 
@@ -62,6 +72,16 @@ class Checkpointer(Callback):
         if loop.context.is_main:
             for path in paths:
                 save_checkpoint(path, state)
+        return state
+
+    def _flush(self, loop):
+        """Write ``best.pt`` (if a better epoch is pending) and ``last.pt`` of the loop now."""
+        if self.pending_best is not None:
+            if loop.context.is_main:
+                save_checkpoint(self.best, self.pending_best)
+            self.pending_best = None
+        self._save(loop, self.last)
+        self.saved_epoch = loop.state.epoch
 
     def on_restore(self, loop):
         if not self.resume:
@@ -84,15 +104,25 @@ class Checkpointer(Callback):
                                   "with another --out") from None
 
     def on_epoch_end(self, loop):
-        self._save(loop, *([self.best] if loop.state.best_epoch == loop.state.epoch else []), self.last)
+        improved = loop.state.best_epoch == loop.state.epoch
+        if self.every == 1:
+            self._save(loop, *([self.best] if improved else []), self.last)
+            self.saved_epoch = loop.state.epoch
+            return
+        if improved:  # a copy: the live tensors move on
+            self.pending_best = _copy(self.state_dict(loop))
+        if loop.state.epoch % self.every == 0 or (loop.epochs is not None and loop.state.epoch >= loop.epochs):
+            self._flush(loop)
+
+    def on_fit_end(self, loop):
+        if loop.finished and self.saved_epoch != loop.state.epoch:  # stopped early between checkpoints
+            self._flush(loop)
 
     def on_interrupt(self, loop):
         s = loop.state
-        if s.batch:  # inside an epoch: save the step (the epoch's end was saved already)
-            self._save(loop, self.last)
-            where = f"epoch {s.epoch + 1}, batch {s.batch}"
-        else:
-            where = f"epoch {s.epoch}"
+        if s.batch or self.saved_epoch != s.epoch:  # inside an epoch, or its end not yet saved
+            self._flush(loop)
+        where = f"epoch {s.epoch + 1}, batch {s.batch}" if s.batch else f"epoch {s.epoch}"
         return f"{where} is saved in {self.last}; continue with: {self.hint}"
 
     def kept(self, loop):
@@ -104,3 +134,14 @@ class Checkpointer(Callback):
             return (f"No checkpoint was written (it failed in the first epoch), so {self.run_dir} holds nothing "
                     f"trained: {self.rerun}")
         return f"The last good checkpoint (epoch {epoch}) is kept in {self.last}"
+
+
+def _copy(state):
+    """``state`` with every tensor cloned (nested dicts and lists too)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_copy(v) for v in state)
+    return state

@@ -27,14 +27,16 @@ __all__ = ["fit", "Loop"]
 class Loop:
     """What the callbacks see: ``model``, ``guide``, ``optimizer``, ``step``, ``state`` (a
     :class:`~pyrovae.training.state.TrainState`), ``data_gen`` (the data-order generator),
-    ``context``, ``device``, ``num_data``, ``record`` (the last epoch's metrics) and
-    ``stop_reason`` (set by a callback to end training after this epoch)."""
+    ``context``, ``device``, ``num_data``, ``epochs`` (the most epochs ``fit`` runs), ``record``
+    (the last epoch's metrics), ``stop_reason`` (set by a callback to end training after this
+    epoch) and ``finished`` (true once training ended without an error or a signal)."""
 
-    def __init__(self, model, guide, optimizer, step, data_gen, context, device, num_data):
+    def __init__(self, model, guide, optimizer, step, data_gen, context, device, num_data, epochs=None):
         self.model, self.guide, self.optimizer, self.step = model, guide, optimizer, step
         self.data_gen, self.context, self.device, self.num_data = data_gen, context, device, num_data
+        self.epochs = epochs
         self.state = TrainState(epoch_data_rng=data_gen.get_state())
-        self.record, self.stop_reason = None, None
+        self.record, self.stop_reason, self.finished = None, None, False
 
 
 def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, optimizer=None, lr=1e-3,
@@ -78,7 +80,7 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
     optimizer = optimizer or make_optimizers([model, guide], lr)
     step = Step(as_objective(objective, model, guide, num_data), optimizer, local_steps,
                 schedule=objective if schedule is None else schedule, context=context)
-    loop = Loop(model, guide, optimizer, step, torch.Generator().manual_seed(seed), context, device, num_data)
+    loop = Loop(model, guide, optimizer, step, torch.Generator().manual_seed(seed), context, device, num_data, epochs)
     if validate is None and valid is not None:
         def validate():
             return validation_scores(model, guide, valid, seed + 1, device, context)
@@ -95,6 +97,7 @@ def fit(model, guide, objective, train, epochs, *, valid=None, batch_size=100, o
         _each(callbacks, "on_fit_start", loop)
         while loop.state.epoch < epochs and loop.stop_reason is None:
             _epoch(loop, epoch_batches, callbacks, seen, validate)
+        loop.finished = True
     except KeyboardInterrupt as err:  # a second signal: no clean boundary to stop at
         if isinstance(err, Interrupted):
             raise
