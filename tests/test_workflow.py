@@ -252,6 +252,10 @@ def test_compare_runs_groups_by_settings_with_mean_and_sd_over_seeds(tmp_path, c
                                    "| 150 ± 0 | 1.25 ± 0.25 |"), out
     assert "1 unfinished run(s) left out" in err and (tmp_path / "sweep" / "compare_runs.png").stat().st_size > 0
     assert cli.main(["compare-runs", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "sweep" / "guide=iaf_seed=0" / "summary.json").write_text('{"test": ')  # torn
+    capsys.readouterr()
+    assert cli.main(["compare-runs", str(tmp_path / "sweep")]) == 2
+    assert "guide=iaf_seed=0/summary.json is not a run summary (JSONDecodeError" in capsys.readouterr().err
 
 
 def test_the_readme_sweep_file_plans_nine_runs(tmp_path):

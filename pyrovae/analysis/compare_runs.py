@@ -70,12 +70,17 @@ def read_run(path):
     import json
 
     config = TrainConfig.load(os.path.join(path, CONFIG)).to_dict()
-    with open(os.path.join(path, SUMMARY)) as f:
-        s = json.load(f)
-    test = s.get("test") or {}
-    values = {"log_likelihood": test.get("log_likelihood"), "elbo": test.get("elbo"),
-              "active_units": test.get("active_units"), "khat_share": test.get("khat_share_above_0.7"),
-              "parameters": sum(s["parameters"].values()), "minutes": s["training_seconds"] / 60}
+    summary = os.path.join(path, SUMMARY)
+    try:
+        with open(summary) as f:
+            s = json.load(f)
+        test = s.get("test") or {}
+        values = {"log_likelihood": test.get("log_likelihood"), "elbo": test.get("elbo"),
+                  "active_units": test.get("active_units"), "khat_share": test.get("khat_share_above_0.7"),
+                  "parameters": sum(s["parameters"].values()), "minutes": s["training_seconds"] / 60}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"compare-runs: {summary} is not a run summary ({type(err).__name__}: {err}); "
+                          "delete it and resume the run (pyrovae train --out RUN --resume) to write it again") from None
     return RunRecord(path, config, values)
 
 
