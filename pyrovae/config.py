@@ -11,7 +11,20 @@ from pyrovae.errors import ConfigError
 # kl_terms: latent site -> how the estimator treats its KL term (see pyrovae.inference.kl)
 RECORDED = ("kl_terms",)
 
-__all__ = ["TrainConfig", "option", "logger_names"]
+__all__ = ["TrainConfig", "option", "logger_names", "option_text"]
+
+
+def option_text(value):
+    """An option's value as short text for names and labels: lists as ``200,200``, component
+    options as ``k=v,...``, a file path (not an import string) by its base name."""
+    import os
+
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    text = str(value)
+    return os.path.basename(text) if (os.sep in text and ":" not in text) else text
 
 
 def logger_names(text):

@@ -15,7 +15,7 @@ import math
 import os
 from typing import NamedTuple
 
-from pyrovae.config import TrainConfig
+from pyrovae.config import TrainConfig, option_text
 from pyrovae.errors import ConfigError
 from pyrovae.jsonio import read_jsonl
 from pyrovae.runs.rundir import CONFIG, METRICS, SUMMARY
@@ -104,17 +104,9 @@ def group_runs(records):
     out = []
     for key, runs in groups.items():
         config = runs[0].config
-        label = ", ".join(f"{k}={_short(config[k])}" for k in varying) or "all runs"
+        label = ", ".join(f"{k}={option_text(config[k])}" for k in varying) or "all runs"
         out.append(Group(label, runs, {c: _stats([r.values[c] for r in runs]) for c, _, _ in COLUMNS}))
     return out
-
-
-def _short(value):
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}={v}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def _cell(stat, fmt, sd=True):

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import NamedTuple
 
-from pyrovae.config import TrainConfig
+from pyrovae.config import TrainConfig, option_text
 from pyrovae.config_file import read_config_file, resolve_paths
 from pyrovae.errors import ConfigError, Interrupted, PyrovaeError
 from pyrovae.jsonio import write_json
@@ -61,17 +61,8 @@ class SweepResult(NamedTuple):
     status: dict  #: name -> ``"finished"`` (this call), ``"skipped"`` (finished before) or ``"failed: ..."``
 
 
-def _value_text(value):
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    text = str(value)
-    return os.path.basename(text) if (os.sep in text and ":" not in text) else text
-
-
 def _name(settings):
-    parts = [f"{k}={_value_text(v)}" for k, v in settings.items()]
+    parts = [f"{k}={option_text(v)}" for k, v in settings.items()]
     return "_".join(parts).replace(os.sep, "-").replace(":", "-").replace(" ", "")
 
 
