@@ -40,6 +40,10 @@ def option(default, help, **kwargs):
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+# --jit: auto (the default), on (--jit alone), off; saved configs before 0.x held true/false
+JIT_MODES = ("auto", "on", "off")
+LEGACY_JIT = {True: "on", False: "off"}
+
 PLUGIN = "; or an import string module:Name or path/to/file.py:Name"
 
 
@@ -99,8 +103,9 @@ class TrainConfig:
     patience: int = option(30, "early stopping: epochs without a better validation ELBO")
     seed: int = option(0, "random seed of initial weights, data order and noise")
     device: str = option("cpu", "cpu or cuda")
-    jit: bool = option(False, "trace, meanfield: compile the loss with Pyro's JIT ELBO (faster steps; falls back "
-                       "with a warning)")
+    jit: str = option("auto", "trace, meanfield: compile the loss with Pyro's JIT ELBO. auto: where the compiled "
+                      "loss and gradients equal the plain ELBO's on the first batch, else run the plain ELBO; on "
+                      "(--jit): the same, and say so if it cannot; off: never", choices=JIT_MODES, const="on")
     checkpoint_every: int = option(1, "write last.pt (and a better best.pt) every N epochs, and always at the end "
                                    "and at Ctrl-C/SIGTERM; a run killed between them repeats the epochs since")
     # evaluation at the end of training
@@ -118,6 +123,8 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.hidden, (list, tuple)):
             self.hidden = tuple(self.hidden)
+        if isinstance(self.jit, bool):  # jit=True / False, as before auto existed
+            self.jit = LEGACY_JIT[self.jit]
 
     def validate(self, source=None):
         """Check every option's type and range.
@@ -153,6 +160,8 @@ class TrainConfig:
                                   f"{', '.join(LOGGERS.names())} (comma-separated for several)")
             for logger in logger_names(self.logger):
                 LOGGERS.resolve(logger)
+        if self.jit not in JIT_MODES:
+            raise ConfigError(f"{name('jit')} must be one of {', '.join(JIT_MODES)}, got {self.jit!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"{name('device')} must be cpu or cuda, got {self.device!r}")
         return self
@@ -175,6 +184,8 @@ class TrainConfig:
             close = {k: difflib.get_close_matches(k, names, 1) for k in unknown}
             hint = "".join(f" ({k!r}: did you mean {m[0]!r}?)" for k, m in close.items() if m)
             raise ConfigError(f"{where}unknown configuration keys {unknown}{hint}; valid keys: {sorted(names)}")
+        if isinstance(d.get("jit"), bool):  # a config.json saved when --jit was a flag
+            d = {**d, "jit": LEGACY_JIT[d["jit"]]}
         for f in dataclasses.fields(cls):
             if f.name in d:
                 _check_type(f"--{f.name.replace('_', '-')}" if source is None else f'{source}: key "{f.name}"',

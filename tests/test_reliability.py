@@ -12,7 +12,7 @@ import torch
 from pyrovae.config import TrainConfig
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.train import train
-from pyrovae.training import objective as objective_module
+from pyrovae.training.step import Step
 
 ARGS = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "20", "--eval-num-samples", "0"]
 
@@ -81,7 +81,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
     """A SIGINT or SIGTERM at step 20 (epoch 1 has 72 steps) saves that step's state, not the epoch's."""
     straight = tmp_path / "straight"
     train(_config(epochs=2), str(straight), progress=False)
-    real, calls = objective_module.loss_and_grads, {"n": 0}
+    real, calls = Step.loss, {"n": 0}  # each step's loss, compiled or not
 
     def signalling(*args, **kwargs):
         calls["n"] += 1
@@ -89,7 +89,7 @@ def test_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path,
             signal.raise_signal(sig)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(objective_module, "loss_and_grads", signalling)
+    monkeypatch.setattr(Step, "loss", signalling)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(_config(epochs=2), str(out), progress=False)

@@ -13,7 +13,7 @@ from pyrovae import cli
 from pyrovae.config import TrainConfig
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.train import TrainingDiverged, train
-from pyrovae.training import objective as objective_module
+from pyrovae.training.step import Step
 
 SMALL = ["--hidden", "32", "--latent-dim", "4", "--eval-num-samples", "20"]
 
@@ -153,7 +153,7 @@ def test_resume_with_different_options_refused(tmp_path, capsys):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    real = objective_module.loss_and_grads
+    real = Step.loss  # each step's loss, compiled or not
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -161,7 +161,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         loss = real(*args, **kwargs)
         return math.nan if calls["n"] == 20 else loss  # step 20 is in epoch 2 (15 steps per epoch)
 
-    monkeypatch.setattr(objective_module, "loss_and_grads", poisoned)
+    monkeypatch.setattr(Step, "loss", poisoned)
     with pytest.raises(TrainingDiverged, match="step 20 .epoch 2.*epoch 1"):
         train(_small_config(epochs=3), out, progress=False)
     assert load_checkpoint(os.path.join(out, "last.pt"))["epoch"] == 1
@@ -170,14 +170,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_nan_loss_through_the_cli_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
-    real, calls = objective_module.loss_and_grads, {"n": 0}
+    real, calls = Step.loss, {"n": 0}  # each step's loss, compiled or not
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return math.nan if calls["n"] == 20 else loss
 
-    monkeypatch.setattr(objective_module, "loss_and_grads", poisoned)
+    monkeypatch.setattr(Step, "loss", poisoned)
     assert cli.main(["train", "--out", out, "--epochs", "3", *SMALL]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pyrovae: error:") and err.count("\n") == 1 and "step 20" in err and "Traceback" not in err

@@ -99,6 +99,9 @@ def add_config_options(parser, fields=None, defaults=TrainConfig()):
         help = f.metadata["help"] + ("" if f.type is dict else f" (default {shown})")
         if f.type is bool:
             parser.add_argument(flag, action="store_const", const=True, help=help)
+        elif "choices" in f.metadata:  # --jit alone means const ("on"); --jit off
+            parser.add_argument(flag, nargs="?", choices=f.metadata["choices"], const=f.metadata.get("const"),
+                                help=help)
         elif f.type is dict:
             parser.add_argument(flag, type=_key_value, nargs="+", action=_MergeOptions, metavar="KEY=VALUE",
                                 help=help + " (values: numbers, true/false, lists as 16,32; checked against the "

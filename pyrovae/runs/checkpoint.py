@@ -9,7 +9,9 @@ renamed over the target, so a crash mid-write leaves the previous file intact.
 import os
 import pickle
 import random
+import shutil
 import tempfile
+import uuid
 import zipfile
 
 import numpy as np
@@ -50,10 +52,29 @@ def atomic_write_text(path, text):
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def save_checkpoint(path, state):
-    """Save a dict of tensors and plain data atomically, with a format version."""
+def save_checkpoint(path, state, *more_paths):
+    """Save a dict of tensors and plain data atomically, with a format version, to ``path``;
+    each of ``more_paths`` becomes the same file (a hard link, renamed into place; a copy where
+    the file system has no hard links). A later write of any of them replaces that name alone."""
     state = dict(state, format_version=FORMAT_VERSION)
     _atomic_write(path, lambda f: torch.save(state, f))
+    for target in more_paths:
+        _atomic_link(path, target)
+
+
+def _atomic_link(source, target):
+    tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".tmp-{uuid.uuid4().hex}")
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network and FAT file systems)
+        with open(source, "rb") as src:
+            _atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+        return
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -94,13 +94,15 @@ def _kept(out):
 
 
 @private_param_store
-def train(config, out, resume=False, overwrite=False, progress=None, log=sys.stderr):
+def train(config, out, resume=False, overwrite=False, progress=None, log=sys.stderr, callbacks=()):
     """Train ``config``'s model and guide; save the run in ``out``.
 
     :param TrainConfig config: options (validated here).
     :param str out: run directory; never overwritten unless ``overwrite``.
     :param bool resume: continue the run in ``out`` from ``last.pt``.
     :param progress: show a tqdm bar; None shows it only on a terminal.
+    :param callbacks: more :class:`~pyrovae.training.callbacks.Callback` s, run after pyrovae's
+        own (metrics log, checkpoints, early stopping, progress, loggers) at each hook.
     :returns: a :class:`TrainResult`.
     :raises ConfigError, DataError, UnknownNameError, CheckpointError: for bad input,
         before anything is written; ``CheckpointError`` too when another process is writing
@@ -116,7 +118,7 @@ def train(config, out, resume=False, overwrite=False, progress=None, log=sys.std
     """
     lock = RunLock()  # rank 0 takes it in prepare_run_dir; held until training, evaluation and figures end
     try:
-        return _train(config, out, resume, overwrite, progress, log, lock)
+        return _train(config, out, resume, overwrite, progress, log, lock, callbacks)
     except OSError as err:  # a full disk, a read-only folder, --out under a file
         raise StorageError(f"could not write the run: {err.strerror or err} ({err.filename or out}); "
                            f"{_kept(out)}") from None
@@ -136,7 +138,7 @@ class _Prepared(NamedTuple):
     loggers: list
 
 
-def _train(config, out, resume, overwrite, progress, log, lock):
+def _train(config, out, resume, overwrite, progress, log, lock, extra_callbacks):
     config.validate()
     context = setup(resolve_device(config.device))
     if not context.is_main:
@@ -151,7 +153,7 @@ def _train(config, out, resume, overwrite, progress, log, lock):
                               rerun_hint="run the same command again, no --overwrite needed",
                               every=config.checkpoint_every),
                  EarlyStopping(config.patience), ProgressBar(config.epochs, progress, log), GracefulStopping(),
-                 *p.loggers]
+                 *p.loggers, *extra_callbacks]
     try:
         # Pyro's validation ran on the check in _prepare; the hot loop skips those checks (a NaN still stops training)
         with pyro.validation_enabled(False), warnings.catch_warnings():
@@ -229,10 +231,14 @@ def _prepare(config, out, resume, overwrite, log, lock, context):
     elbo = build_elbo(config, model, steps_per_epoch=math.ceil(num_train / config.batch_size))
     if context.parallel:
         check_data_parallel(model, elbo)
-        if config.jit:
+        if config.jit == "on":
             raise ConfigError("--jit compiles the loss of one process; under torchrun DistributedDataParallel "
-                              "runs Pyro's ELBO module itself: drop --jit")
-    objective = make_objective(config, model, guide, elbo, data.train, device)  # checks labels
+                              "runs Pyro's ELBO module itself: use --jit auto or off")
+
+    def report(message):  # the plain ELBO runs instead of the compiled one
+        print(f"not compiled: {message}", file=log)
+
+    objective = make_objective(config, model, guide, elbo, data.train, device, report)  # checks labels
     dynamic = data.binarization == "dynamic"
     for name in ("valid", "test") + (() if dynamic else ("train",)):
         model.likelihood.check_data(data.split(name).x, f"the {name} split of {config.data}")

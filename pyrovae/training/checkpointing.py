@@ -70,8 +70,7 @@ class Checkpointer(Callback):
     def _save(self, loop, *paths):
         state = self.state_dict(loop)
         if loop.context.is_main:
-            for path in paths:
-                save_checkpoint(path, state)
+            save_checkpoint(paths[0], state, *paths[1:])
         return state
 
     def _flush(self, loop):

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.inference.elbos import loss_and_grads
-from pyrovae.inference.jit import JitLoss
+from pyrovae.inference.jit import JIT_ELBOS, JitLoss
 
 __all__ = ["make_objective", "unsupervised_loss", "labelled_subset"]
 
@@ -46,35 +46,45 @@ def labelled_subset(labels, num_labels, num_classes, seed):
     return torch.cat(picks).sort().values
 
 
-def unsupervised_loss(config, model, guide, elbo):
+def unsupervised_loss(config, model, guide, elbo, report=None):
     """:returns: ``loss(x, idx, num_data) -> float``, the ELBO estimator's loss with its gradient
-    accumulated: :func:`~pyrovae.inference.elbos.loss_and_grads`, or with ``config.jit`` Pyro's
-    compiled ELBO (:class:`~pyrovae.inference.jit.JitLoss`).
+    accumulated: Pyro's compiled ELBO (:class:`~pyrovae.inference.jit.JitLoss`) for ``trace`` and
+    ``meanfield`` unless ``config.jit`` is ``"off"``, else
+    :func:`~pyrovae.inference.elbos.loss_and_grads`.
 
-    :raises ConfigError: for ``jit`` with an estimator without a JIT version.
+    :param report: ``report(message)`` when the loss cannot be compiled; under ``jit="auto"`` by
+        default nothing (the plain ELBO runs), under ``"on"`` a ``RuntimeWarning``.
+    :raises ConfigError: for ``jit="on"`` with an estimator without a JIT version.
     """
-    if config.jit:
-        return JitLoss(elbo, model, guide)
+    if config.jit == "on" or (config.jit == "auto" and type(elbo) in JIT_ELBOS):
+        return JitLoss(elbo, model, guide, report=report or (None if config.jit == "on" else _quiet))
     return functools.partial(loss_and_grads, elbo, model, guide)
 
 
-def make_objective(config, model, guide, elbo, train, device):
+def _quiet(message):
+    pass
+
+
+def make_objective(config, model, guide, elbo, train, device, report=None):
     """:returns: ``step(x, idx) -> float``: accumulate the gradient of one minibatch's loss
     (full-data scale, nats) and return the loss.
 
-    With ``config.jit`` the loss runs through Pyro's JIT ELBO (:class:`~pyrovae.inference.jit.JitLoss`).
+    Unsupervised ``trace`` and ``meanfield`` losses run through Pyro's JIT ELBO where it is exact
+    (:func:`unsupervised_loss`; ``config.jit``).
 
     :param train: the training :class:`~pyrovae.data.Split`.
+    :param report: see :func:`unsupervised_loss`.
     :raises DataError: for a semi-supervised model on data without labels.
-    :raises ConfigError: for ``jit`` with a semi-supervised model or an estimator without a JIT
-        version (only trace and meanfield have one here).
+    :raises ConfigError: for ``jit="on"`` with a semi-supervised model or an estimator without a
+        JIT version (only trace and meanfield have one here).
     """
     num_train = len(train)
     semi_supervised = getattr(model, "semi_supervised", False)
-    if config.jit and semi_supervised:
-        raise ConfigError(f"--jit compiles unsupervised losses; model {config.model!r} also fits labels: drop --jit")
+    if config.jit == "on" and semi_supervised:
+        raise ConfigError(f"--jit compiles unsupervised losses; model {config.model!r} also fits labels: "
+                          "use --jit auto or off")
     if not semi_supervised:
-        loss = unsupervised_loss(config, model, guide, elbo)
+        loss = unsupervised_loss(config, model, guide, elbo, report)
         return lambda x, idx: loss(x, idx, num_train)
     if train.y is None:
         raise DataError(f"model {config.model!r} learns from labels, and this dataset has none; "
