@@ -3,6 +3,7 @@ same draws; at the exact posterior of probabilistic PCA the loss is -log p(x) wi
 compilation is per batch shape, leaves the global parameter store and the random state alone,
 and falls back with a warning where tracing fails."""
 
+import json
 import math
 import os
 import warnings
@@ -23,7 +24,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.nets import mlp, plain_mlp, traceable_params_
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.train import train
-from pyrovae.training.objective import make_objective
+from pyrovae.training.objective import make_objective, unsupervised_loss
 
 P, D, N = 12, 3, 20
 # guides that cannot be traced although their parameters are traceable, and why
@@ -257,3 +258,73 @@ def test_training_with_jit_is_training_without_it(tmp_path):
             assert torch.allclose(ends[0][part][key], ends[1][part][key], atol=1e-6), key
     train(TrainConfig(hidden=(16,), latent_dim=3, epochs=3, batch_size=128, eval_num_samples=0, jit=True),
           str(tmp_path / "jitFalse"), resume=True, progress=False)
+
+
+class _DriftingGuide(torch.nn.Module):
+    """A guide whose output depends on Python state that changes at every call (a call counter):
+    a traced graph freezes the count, so its loss differs from the plain ELBO's on the same draws."""
+
+    def __init__(self, guide):
+        super().__init__()
+        self.inner, self.calls = guide, 0
+
+    def forward(self, x, idx, num_data):
+        self.calls += 1
+        with pyro.poutine.scale(scale=float(self.calls)):
+            return self.inner(x, idx, num_data)
+
+
+def test_auto_keeps_the_plain_elbo_where_the_compiled_loss_differs():
+    model, guide, plain = _pair()
+    drifting = _DriftingGuide(guide)
+    messages = []
+    loss = unsupervised_loss(TrainConfig(), model, drifting, plain, report=messages.append)
+    x, idx = _batch()
+    loss(x, idx, N)
+    assert loss.fallback.startswith("_Inexact: the compiled loss") and not loss.compiled
+    assert len(messages) == 1 and "training continues with Trace_ELBO" in messages[0]
+    calls = drifting.calls
+    _loss_and_grads(lambda: loss(x, idx, N), model, drifting, 1)
+    assert drifting.calls == calls + 1  # the plain ELBO runs the guide's Python code
+
+
+@pytest.mark.parametrize("jit, elbo, compiled", [("auto", "trace", True), ("auto", "meanfield", True),
+                                                 ("auto", "tracegraph", False), ("auto", "stl", False),
+                                                 ("off", "trace", False), ("on", "meanfield", True)])
+def test_the_default_compiles_trace_and_meanfield_alone(jit, elbo, compiled):
+    model, guide, plain = _pair(elbo)
+    loss = unsupervised_loss(TrainConfig(jit=jit, elbo=elbo), model, guide, plain)
+    assert isinstance(loss, JitLoss) == compiled
+
+
+def test_auto_falls_back_quietly_and_the_run_says_so(tmp_path):
+    """semi-amortized cannot be traced: under the default the run trains with the plain ELBO,
+    without a warning, and its log says why; the same run with --jit off ends identically."""
+    log = tmp_path / "log.txt"
+    ends = []
+    for jit in ("auto", "off"):
+        out = str(tmp_path / jit)
+        with open(log, "w") as f, warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            train(TrainConfig(hidden=(8,), latent_dim=2, epochs=1, batch_size=400, eval_num_samples=0,
+                              guide="semi-amortized", guide_options={"refine_steps": 1}, jit=jit), out,
+                  progress=False, log=f)
+        ends.append(load_checkpoint(os.path.join(out, "last.pt")))
+        if jit == "auto":
+            assert "not compiled: Pyro's JitTrace_ELBO could not compile" in log.read_text()
+    for key in ends[0]["guide"]:
+        assert torch.equal(ends[0]["guide"][key], ends[1]["guide"][key]), key
+
+
+def test_jit_option_forms(tmp_path):
+    from pyrovae.cli.parser import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train"]).jit is None and TrainConfig().jit == "auto"  # None: the saved or default value
+    assert parse(["train", "--jit"]).jit == "on" and parse(["train", "--jit", "off"]).jit == "off"
+    assert TrainConfig(jit=True).jit == "on" and TrainConfig(jit=False).jit == "off"  # the former flag
+    with pytest.raises(ConfigError, match="--jit must be one of auto, on, off, got 'yes'"):
+        TrainConfig(jit="yes").validate()
+    saved = tmp_path / "config.json"  # saved when --jit was a flag
+    saved.write_text(json.dumps({**TrainConfig().to_dict(), "jit": False}))
+    assert TrainConfig.load(str(saved)).jit == "off"

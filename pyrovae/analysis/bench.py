@@ -1,12 +1,15 @@
 """``pyrovae bench``: pyrovae's training steps and IWAE evaluation against hand-written PyTorch,
 measured in one process.
 
-Three groups, each with its reference (ratio 1) from :mod:`pyrovae.analysis.reference`:
+Four groups, each with its reference (ratio 1) from :mod:`pyrovae.analysis.reference`:
 
 * **VAE training step**: the IWAE paper's 784-200-200-50 tanh VAE, Bernoulli decoder, batch
-  100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, with and without
-  ``--jit`` (Pyro's compiled ELBO, :mod:`pyrovae.inference.jit`), and the plain ``SVI`` +
-  ``pyro.optim`` loop as Pyro's own examples write it.
+  100, Adam. pyrovae's steps (Pyro ELBO + ``torch.optim``) with each guide, by default (``trace``
+  and ``meanfield`` compiled where exact: Pyro's JIT ELBO, :mod:`pyrovae.inference.jit`) and
+  with ``--jit off``, and the plain ``SVI`` + ``pyro.optim`` loop as Pyro's own examples write it.
+* **digits epoch**: whole epochs of ``pyrovae train`` on the bundled digits against a
+  hand-written loop that validates and saves its state every epoch
+  (:mod:`pyrovae.analysis.bench_epoch`).
 * **M2 training step**: the unlabelled objective, the class summed over 10 values: ``enum``
   (``TraceEnum_ELBO``) against a hand-written batched sum over classes.
 * **IWAE evaluation**: per-datapoint log p(x) with K importance samples, chunked to at most
@@ -25,6 +28,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
+from pyrovae.analysis.bench_epoch import time_digits_epochs
 from pyrovae.analysis.memory import peak_memory
 from pyrovae.analysis.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.analysis.startup import time_startup
@@ -41,15 +45,16 @@ from pyrovae.training.optim import make_optimizers
 __all__ = ["run_bench", "VAE_ROWS", "print_table"]
 
 P, BATCH, NUM_DATA = 784, 100, 10000
+DIGITS_GROUP = "digits epoch (64-200-200-50, batch 100, validation + checkpoint)"
 
 # label -> pyrovae's training options (TrainConfig keywords); None: Pyro's SVI + pyro.optim loop
 VAE_ROWS = {
     "pyrovae: amortized, trace": dict(guide="amortized", elbo="trace"),
-    "pyrovae: amortized, trace, --jit": dict(guide="amortized", elbo="trace", jit=True),
+    "pyrovae: amortized, trace, --jit off": dict(guide="amortized", elbo="trace", jit="off"),
     "pyrovae: amortized, meanfield": dict(guide="amortized", elbo="meanfield"),
-    "pyrovae: amortized, meanfield, --jit": dict(guide="amortized", elbo="meanfield", jit=True),
+    "pyrovae: amortized, meanfield, --jit off": dict(guide="amortized", elbo="meanfield", jit="off"),
     "pyrovae: per-example, trace": dict(guide="per-example", elbo="trace"),
-    "pyrovae: per-example, trace, --jit": dict(guide="per-example", elbo="trace", jit=True),
+    "pyrovae: per-example, trace, --jit off": dict(guide="per-example", elbo="trace", jit="off"),
     "pyrovae: per-example, trace, --local-steps 1": dict(guide="per-example", elbo="trace", local_steps=1),
     "pyrovae: semi-amortized (5 refinement steps), trace": dict(guide="semi-amortized", elbo="trace"),
     "Pyro SVI + pyro.optim.Adam, Trace_ELBO (Pyro's examples)": None,
@@ -171,11 +176,14 @@ def _time_iwae(x, num_samples, max_rows, device):
 
 @private_param_store
 def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
-              device="cpu", rows=None, out=None, progress=print, startup_repeats=5):
+              device="cpu", rows=None, out=None, progress=print, startup_repeats=5, digits_epochs=8,
+              digits_repeats=5):
     """Run the groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
 
     :param int startup_repeats: rounds of the command-line start-up group
         (:mod:`pyrovae.analysis.startup`); 0 skips it.
+    :param int digits_epochs, digits_repeats: epochs per run and rounds of the digits-epoch group
+        (:func:`~pyrovae.analysis.bench_epoch.time_digits_epochs`); 0 rounds skip it.
 
     :param int iwae_examples: examples in the IWAE evaluation (default 100 on CPU, 10,000 on
         CUDA); the table also gives the time scaled to 10,000.
@@ -200,6 +208,9 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
     m2_steps = {"reference: hand-written PyTorch M2 (sum over 10 classes)": _reference_step(ReferenceM2(), x, device),
                 "pyrovae: m2, enum (unlabelled batch)": _pyrovae_step(TrainConfig(model="m2", elbo="enum"), x, device)}
     results["M2 training step"] = _time_round_robin(m2_steps, steps, warmup, repeats, device)
+    if digits_repeats:
+        progress(f"timing digits epochs ({digits_repeats} rounds of {digits_epochs} epochs per row) ...")
+        results[DIGITS_GROUP] = time_digits_epochs(digits_epochs, digits_repeats, device)
     progress(f"timing IWAE evaluation, K={num_samples}, {iwae_examples} examples ...")
     results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device)
     if startup_repeats:
@@ -208,7 +219,8 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
     if out:
         write_json(out, {"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
                          "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
-                         "num_samples": num_samples, "max_rows": max_rows, "groups": results})
+                         "num_samples": num_samples, "max_rows": max_rows, "digits_epochs": digits_epochs,
+                         "digits_repeats": digits_repeats, "groups": results})
     return results
 
 
@@ -222,6 +234,8 @@ def print_table(results, print=print):
                 time_text = f"{r['seconds_per_example'] * 10000:9.0f} s/10k"
             elif group == "command-line start-up":
                 time_text = f"{r['seconds_median']:9.2f} s"
+            elif group == DIGITS_GROUP:
+                time_text = f"{1000 * r['seconds_median']:6.1f} ms/ep"
             else:
                 time_text = f"{1000 * r['seconds_median']:9.2f} ms"
             mem = r.get("peak_memory_bytes")

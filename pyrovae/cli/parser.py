@@ -72,6 +72,9 @@ NUMBERS = [
     ("bench", "--warmup", NONNEGATIVE, 20, "untimed steps per row first"),
     ("bench", "--repeats", POSITIVE, 10, "timed blocks per row; medians are reported"),
     ("bench", "--num-samples", POSITIVE, 5000, "K of the IWAE evaluation"),
+    ("bench", "--digits-epochs", number(check_int, minimum=2), 8, "epochs per run of the digits-epoch rows (the "
+     "first is not timed)"),
+    ("bench", "--digits-repeats", NONNEGATIVE, 5, "rounds of the digits-epoch rows (0 skips)"),
     ("bench", "--startup-repeats", NONNEGATIVE, 5, "rounds of the command-line start-up rows, against import torch, "
      "pyro (0 skips)"),
 ]
