@@ -135,7 +135,7 @@ def test_bench_command(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--steps", "2", "--warmup", "1", "--repeats", "2", "--iwae-examples", "3",
                      "--num-samples", "20", "--startup-repeats", "1", "--digits-epochs", "2", "--digits-repeats", "0",
-                     "--json", str(out)]) == 0  # the digits group: tests/test_bench.py
+                     "--iwae-repeats", "1", "--json", str(out)]) == 0  # the digits group: tests/test_bench.py
     text = capsys.readouterr().out
     assert "per-example, trace" in text and "Pyro SVI" in text and "m2, enum" in text and "iwae()" in text
     groups = json.loads(out.read_text())["groups"]

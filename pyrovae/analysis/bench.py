@@ -13,7 +13,9 @@ Four groups, each with its reference (ratio 1) from :mod:`pyrovae.analysis.refer
 * **M2 training step**: the unlabelled objective, the class summed over 10 values: ``enum``
   (``TraceEnum_ELBO``) against a hand-written batched sum over classes.
 * **IWAE evaluation**: per-datapoint log p(x) with K importance samples, chunked to at most
-  ``max_rows`` (samples x examples) rows, and the peak memory the evaluation added.
+  ``max_rows`` (samples x examples) rows, and the peak memory the evaluation added; the
+  reference and pyrovae run in turn, ``iwae_repeats`` rounds, and the ratio is the median of
+  the per-round ratios.
 
 Training rows run round-robin: each repeat times a block of ``steps`` steps of every row, after
 ``warmup`` steps each, so drift on a shared machine hits all rows alike. A row's ratio is the
@@ -147,37 +149,41 @@ def _time_round_robin(steps_by_label, steps, warmup, repeats, device):
              "ratio": statistics.median(t / r for t, r in zip(b, reference))} for label, b in blocks.items()]
 
 
-def _time_iwae(x, num_samples, max_rows, device):
+def _time_iwae(x, num_samples, max_rows, device, repeats=3):
+    """Seconds of each IWAE evaluation of ``x``, round-robin over ``repeats`` rounds: the median
+    time, the median per-round ratio to the reference, and the largest peak memory added."""
     torch.manual_seed(0)
     config = TrainConfig()
     model, guide = build_model_and_guide(config, P, NUM_DATA)
     model.to(device), guide.to(device)
     reference = ReferenceVAE().to(device)
     x = x.to(device)
-    rows = []
-    runs = (("reference: chunked PyTorch IWAE loop", lambda x, k: reference_iwae(reference, x, k, BATCH, max_rows)),
-            ("pyrovae: iwae() (log p(x), ELBO, ESS, E_q[z|x] per datapoint)",
-             lambda x, k: iwae(model, guide, x, k, BATCH, max_rows)))
-    for _, run in runs:  # warm-up: first-call imports and allocations stay out of the timing
+    runs = {"reference: chunked PyTorch IWAE loop": lambda x, k: reference_iwae(reference, x, k, BATCH, max_rows),
+            "pyrovae: iwae() (log p(x), ELBO, ESS, E_q[z|x] per datapoint)":
+                lambda x, k: iwae(model, guide, x, k, BATCH, max_rows)}
+    for run in runs.values():  # warm-up: first-call imports and allocations stay out of the timing
         run(x[:2], min(num_samples, 50))
-    for label, run in runs:
-        with peak_memory(device) as mem:
-            _synchronize(device)
-            t0 = time.perf_counter()
-            run(x, num_samples)
-            _synchronize(device)
-            seconds = time.perf_counter() - t0
-        rows.append({"row": label, "seconds_median": seconds, "seconds_per_example": seconds / len(x),
-                     "peak_memory_bytes": mem.peak})
-    for r in rows:
-        r["ratio"] = r["seconds_median"] / rows[0]["seconds_median"]
-    return rows
+    seconds, peaks = {label: [] for label in runs}, {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            with peak_memory(device) as mem:
+                _synchronize(device)
+                t0 = time.perf_counter()
+                run(x, num_samples)
+                _synchronize(device)
+                seconds[label].append(time.perf_counter() - t0)
+            peaks[label].append(mem.peak)
+    reference = seconds[next(iter(runs))]
+    return [{"row": label, "seconds_median": statistics.median(t), "seconds_per_example": statistics.median(t) / len(x),
+             "ratio": statistics.median(a / b for a, b in zip(t, reference)),
+             "peak_memory_bytes": None if None in peaks[label] else max(peaks[label])}
+            for label, t in seconds.items()]
 
 
 @private_param_store
 def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5000, max_rows=20000,
               device="cpu", rows=None, out=None, progress=print, startup_repeats=5, digits_epochs=8,
-              digits_repeats=5):
+              digits_repeats=5, iwae_repeats=3):
     """Run the groups; returns ``{group: [row dicts]}`` and optionally writes JSON to ``out``.
 
     :param int startup_repeats: rounds of the command-line start-up group
@@ -187,6 +193,7 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
 
     :param int iwae_examples: examples in the IWAE evaluation (default 100 on CPU, 10,000 on
         CUDA); the table also gives the time scaled to 10,000.
+    :param int iwae_repeats: rounds of the IWAE group (the reference and pyrovae in turn).
     :param rows: labels of :data:`VAE_ROWS` to time (default all).
     :raises ConfigError: if ``device`` is CUDA and no GPU is available.
     """
@@ -212,7 +219,8 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
         progress(f"timing digits epochs ({digits_repeats} rounds of {digits_epochs} epochs per row) ...")
         results[DIGITS_GROUP] = time_digits_epochs(digits_epochs, digits_repeats, device)
     progress(f"timing IWAE evaluation, K={num_samples}, {iwae_examples} examples ...")
-    results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device)
+    results[f"IWAE evaluation, K={num_samples}"] = _time_iwae(x[:iwae_examples], num_samples, max_rows, device,
+                                                              iwae_repeats)
     if startup_repeats:
         progress("timing command-line start-up ...")
         results["command-line start-up"] = time_startup(startup_repeats)
@@ -220,7 +228,8 @@ def run_bench(steps=50, warmup=20, repeats=10, iwae_examples=None, num_samples=5
         write_json(out, {"device": str(device), "threads": torch.get_num_threads(), "batch_size": BATCH,
                          "steps": steps, "warmup": warmup, "repeats": repeats, "iwae_examples": iwae_examples,
                          "num_samples": num_samples, "max_rows": max_rows, "digits_epochs": digits_epochs,
-                         "digits_repeats": digits_repeats, "groups": results})
+                         "digits_repeats": digits_repeats, "iwae_repeats": iwae_repeats,
+                         "groups": results})
     return results
 
 

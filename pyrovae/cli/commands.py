@@ -241,7 +241,7 @@ def cmd_bench(args):
     results = run_bench(steps=args.steps, warmup=args.warmup, repeats=args.repeats, iwae_examples=args.iwae_examples,
                         num_samples=args.num_samples, device=args.device, out=args.json,
                         startup_repeats=args.startup_repeats, digits_epochs=args.digits_epochs,
-                        digits_repeats=args.digits_repeats,
+                        digits_repeats=args.digits_repeats, iwae_repeats=args.iwae_repeats,
                         progress=lambda line: print(line, file=sys.stderr, flush=True))
     print_table(results)
     return 0

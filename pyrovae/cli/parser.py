@@ -75,6 +75,7 @@ NUMBERS = [
     ("bench", "--digits-epochs", number(check_int, minimum=2), 8, "epochs per run of the digits-epoch rows (the "
      "first is not timed)"),
     ("bench", "--digits-repeats", NONNEGATIVE, 5, "rounds of the digits-epoch rows (0 skips)"),
+    ("bench", "--iwae-repeats", POSITIVE, 3, "rounds of the IWAE evaluation rows"),
     ("bench", "--startup-repeats", NONNEGATIVE, 5, "rounds of the command-line start-up rows, against import torch, "
      "pyro (0 skips)"),
 ]
