@@ -1,7 +1,8 @@
 """Checkpoints and exact resume: ``last.pt`` after every epoch, or every ``every`` epochs (and at
 the end, and at a graceful stop, with the position inside the epoch), ``best.pt`` when the
 validation ELBO improves (with ``every`` > 1: kept in memory and written with the next
-``last.pt``), written atomically. Between checkpoints the files on disk stay a consistent,
+``last.pt``), written atomically; an epoch that writes both writes one file under the two names
+(:func:`~pyrovae.runs.checkpoint.save_checkpoint`). Between checkpoints the files on disk stay a consistent,
 resumable state of the epoch they name; a run killed there repeats the epochs after it.
 
 A checkpoint holds the model, guide and optimizer states, Pyro's param store (the decaying
