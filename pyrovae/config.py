@@ -40,7 +40,7 @@ def option(default, help, **kwargs):
     return field(default=default, metadata={"help": help, **kwargs})
 
 
-# --jit: auto (the default), on (--jit alone), off; saved configs before 0.x held true/false
+# --jit: auto (the default), on (--jit alone), off; configs saved while --jit was a flag hold true/false
 JIT_MODES = ("auto", "on", "off")
 LEGACY_JIT = {True: "on", False: "off"}
 
@@ -160,8 +160,10 @@ class TrainConfig:
                                   f"{', '.join(LOGGERS.names())} (comma-separated for several)")
             for logger in logger_names(self.logger):
                 LOGGERS.resolve(logger)
-        if self.jit not in JIT_MODES:
-            raise ConfigError(f"{name('jit')} must be one of {', '.join(JIT_MODES)}, got {self.jit!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{name(f.name)} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"{name('device')} must be cpu or cuda, got {self.device!r}")
         return self

@@ -23,7 +23,6 @@ median over repeats of its block time over the reference's block time in the sam
 The data are random binary images (the timings do not depend on pixel values).
 """
 
-import statistics
 import time
 
 import pyro
@@ -34,6 +33,7 @@ from pyrovae.analysis.bench_epoch import time_digits_epochs
 from pyrovae.analysis.memory import peak_memory
 from pyrovae.analysis.reference import ReferenceM2, ReferenceVAE, reference_iwae
 from pyrovae.analysis.startup import time_startup
+from pyrovae.analysis.timing import median_ratios, synchronize
 from pyrovae.build import build_elbo, build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import Split, batches
@@ -61,11 +61,6 @@ VAE_ROWS = {
     "pyrovae: semi-amortized (5 refinement steps), trace": dict(guide="semi-amortized", elbo="trace"),
     "Pyro SVI + pyro.optim.Adam, Trace_ELBO (Pyro's examples)": None,
 }
-
-
-def _synchronize(device):
-    if device.type == "cuda":  # kernels run asynchronously: time them, not their launches
-        torch.cuda.synchronize(device)
 
 
 def _feed(x, device, seed=0):
@@ -138,15 +133,13 @@ def _time_round_robin(steps_by_label, steps, warmup, repeats, device):
     blocks = {label: [] for label in steps_by_label}
     for _ in range(repeats):
         for label, step in steps_by_label.items():
-            _synchronize(device)
+            synchronize(device)
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
-            _synchronize(device)
+            synchronize(device)
             blocks[label].append((time.perf_counter() - t0) / steps)
-    reference = blocks[next(iter(blocks))]
-    return [{"row": label, "seconds_median": statistics.median(b),
-             "ratio": statistics.median(t / r for t, r in zip(b, reference))} for label, b in blocks.items()]
+    return median_ratios(blocks)
 
 
 def _time_iwae(x, num_samples, max_rows, device, repeats=3):
@@ -167,17 +160,17 @@ def _time_iwae(x, num_samples, max_rows, device, repeats=3):
     for _ in range(repeats):
         for label, run in runs.items():
             with peak_memory(device) as mem:
-                _synchronize(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 run(x, num_samples)
-                _synchronize(device)
+                synchronize(device)
                 seconds[label].append(time.perf_counter() - t0)
             peaks[label].append(mem.peak)
-    reference = seconds[next(iter(runs))]
-    return [{"row": label, "seconds_median": statistics.median(t), "seconds_per_example": statistics.median(t) / len(x),
-             "ratio": statistics.median(a / b for a, b in zip(t, reference)),
-             "peak_memory_bytes": None if None in peaks[label] else max(peaks[label])}
-            for label, t in seconds.items()]
+    rows = median_ratios(seconds)
+    for r in rows:
+        r["seconds_per_example"] = r["seconds_median"] / len(x)
+        r["peak_memory_bytes"] = None if None in peaks[r["row"]] else max(peaks[r["row"]])
+    return rows
 
 
 @private_param_store

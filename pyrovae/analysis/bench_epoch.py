@@ -28,8 +28,10 @@ import time
 import torch
 
 from pyrovae.analysis.reference import ReferenceVAE
+from pyrovae.analysis.timing import median_ratios, synchronize
 from pyrovae.config import TrainConfig
 from pyrovae.data import batches, load_dataset
+from pyrovae.runs.train import train
 from pyrovae.training.callbacks import Callback
 
 __all__ = ["EPOCH_ROWS", "time_digits_epochs"]
@@ -50,9 +52,8 @@ class _EpochClock(Callback):
     def __init__(self, device):
         self.device, self.ends = device, []
 
-    def on_epoch_end(self, loop):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def on_epoch_end(self, loop=None):
+        synchronize(self.device)
         self.ends.append(time.perf_counter())
 
     def epoch_seconds(self):
@@ -60,8 +61,6 @@ class _EpochClock(Callback):
 
 
 def _pyrovae_epochs(options, epochs, device, folder, seed):
-    from pyrovae.runs.train import train
-
     clock = _EpochClock(device)
     config = TrainConfig(data="digits", epochs=epochs, eval_num_samples=0, seed=seed, device=str(device), **options)
     with open(os.devnull, "w") as quiet:
@@ -78,7 +77,7 @@ def _reference_epochs(data, epochs, device, folder, seed):
     generator = torch.Generator().manual_seed(seed)
     valid = data.valid.x.to(device)
     path = os.path.join(folder, "reference.pt")
-    ends = []
+    clock = _EpochClock(device)
     for epoch in range(epochs):
         vae.train()
         for x, _ in batches(data.train, BATCH, generator):
@@ -91,8 +90,8 @@ def _reference_epochs(data, epochs, device, folder, seed):
         torch.save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                     "valid_elbo": valid_elbo}, path + ".tmp")
         os.replace(path + ".tmp", path)
-        ends.append(time.perf_counter())
-    return [b - a for a, b in zip(ends, ends[1:])]
+        clock.on_epoch_end()
+    return clock.epoch_seconds()
 
 
 def time_digits_epochs(epochs=8, repeats=5, device="cpu", rows=None, folder=None):
@@ -121,6 +120,4 @@ def time_digits_epochs(epochs=8, repeats=5, device="cpu", rows=None, folder=None
                 else:
                     seconds = _pyrovae_epochs(chosen[label], epochs, device, tmp, seed=r)
                 times[label].append(statistics.median(seconds))
-    reference = times[next(iter(times))]
-    return [{"row": label, "seconds_median": statistics.median(t),
-             "ratio": statistics.median(a / b for a, b in zip(t, reference))} for label, t in times.items()]
+    return median_ratios(times)

@@ -28,7 +28,7 @@ from pyrovae.figure import subplots
 from pyrovae.inference.marginal import log_weights
 from pyrovae.jsonio import read_jsonl
 from pyrovae.models import guide_discrete_sites
-from pyrovae.runs.rundir import METRICS
+from pyrovae.runs.rundir import CONFIG, METRICS
 
 __all__ = ["plot_run", "decode_mean", "posterior_means", "plot_khat", "plot_collapse", "image_grids"]
 
@@ -134,7 +134,7 @@ def _saved_option(run_dir, key):
     import json
 
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(os.path.join(run_dir, CONFIG)) as f:
             return json.load(f).get(key)
     except (OSError, ValueError, AttributeError):
         return None

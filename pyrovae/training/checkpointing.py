@@ -104,15 +104,17 @@ class Checkpointer(Callback):
                                   "with another --out") from None
 
     def on_epoch_end(self, loop):
-        improved = loop.state.best_epoch == loop.state.epoch
-        if self.every == 1:
-            self._save(loop, *([self.best] if improved else []), self.last)
-            self.saved_epoch = loop.state.epoch
-            return
-        if improved:  # a copy: the live tensors move on
-            self.pending_best = _copy(self.state_dict(loop))
-        if loop.state.epoch % self.every == 0 or (loop.epochs is not None and loop.state.epoch >= loop.epochs):
+        epoch = loop.state.epoch
+        improved = loop.state.best_epoch == epoch
+        due = epoch % self.every == 0 or (loop.epochs is not None and epoch >= loop.epochs)
+        if due and improved:  # this epoch is the best: one file, both names
+            self.pending_best = None
+            self._save(loop, self.best, self.last)
+            self.saved_epoch = epoch
+        elif due:
             self._flush(loop)
+        elif improved:  # a copy: the live tensors move on
+            self.pending_best = _copy(self.state_dict(loop))
 
     def on_fit_end(self, loop):
         if loop.finished and self.saved_epoch != loop.state.epoch:  # stopped early between checkpoints

@@ -56,13 +56,11 @@ def unsupervised_loss(config, model, guide, elbo, report=None):
         default nothing (the plain ELBO runs), under ``"on"`` a ``RuntimeWarning``.
     :raises ConfigError: for ``jit="on"`` with an estimator without a JIT version.
     """
-    if config.jit == "on" or (config.jit == "auto" and type(elbo) in JIT_ELBOS):
-        return JitLoss(elbo, model, guide, report=report or (None if config.jit == "on" else _quiet))
+    if config.jit == "on":
+        return JitLoss(elbo, model, guide, report=report)
+    if config.jit == "auto" and type(elbo) in JIT_ELBOS:
+        return JitLoss(elbo, model, guide, report=report or (lambda message: None))
     return functools.partial(loss_and_grads, elbo, model, guide)
-
-
-def _quiet(message):
-    pass
 
 
 def make_objective(config, model, guide, elbo, train, device, report=None):
