@@ -69,3 +69,17 @@ def test_rng_state_roundtrip(tmp_path):
     got = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen))
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
     assert expected[2] == got[2] and torch.equal(expected[3], got[3])
+
+
+def test_one_state_to_two_files_gives_two_independent_files(tmp_path):
+    """best.pt and last.pt written together hold the same bytes in separate files: damage to one
+    leaves the other loadable."""
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    ckpt.save_checkpoint(str(best), {"w": torch.arange(1000.0), "epoch": 3}, str(last))
+    assert best.read_bytes() == last.read_bytes() and os.stat(best).st_ino != os.stat(last).st_ino
+    last.write_bytes(last.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated"):
+        ckpt.load_checkpoint(str(last))
+    state = ckpt.load_checkpoint(str(best))
+    assert state["epoch"] == 3 and torch.equal(state["w"], torch.arange(1000.0))
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]

@@ -6,12 +6,11 @@ Files are written to a temporary name in the same folder, flushed to disk, then
 renamed over the target, so a crash mid-write leaves the previous file intact.
 """
 
+import io
 import os
 import pickle
 import random
-import shutil
 import tempfile
-import uuid
 import zipfile
 
 import numpy as np
@@ -53,28 +52,17 @@ def atomic_write_text(path, text):
 
 
 def save_checkpoint(path, state, *more_paths):
-    """Save a dict of tensors and plain data atomically, with a format version, to ``path``;
-    each of ``more_paths`` becomes the same file (a hard link, renamed into place; a copy where
-    the file system has no hard links). A later write of any of them replaces that name alone."""
+    """Save a dict of tensors and plain data atomically, with a format version, to ``path`` and
+    to each of ``more_paths``: serialized once, each file written and flushed on its own, so a
+    file damaged later leaves the others whole."""
     state = dict(state, format_version=FORMAT_VERSION)
-    _atomic_write(path, lambda f: torch.save(state, f))
-    for target in more_paths:
-        _atomic_link(path, target)
-
-
-def _atomic_link(source, target):
-    tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".tmp-{uuid.uuid4().hex}")
-    try:
-        os.link(source, tmp)
-    except OSError:  # no hard links here (some network and FAT file systems)
-        with open(source, "rb") as src:
-            _atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+    if not more_paths:
+        _atomic_write(path, lambda f: torch.save(state, f))
         return
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    for target in (path, *more_paths):
+        _atomic_write(target, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -1,7 +1,7 @@
 """Checkpoints and exact resume: ``last.pt`` after every epoch, or every ``every`` epochs (and at
 the end, and at a graceful stop, with the position inside the epoch), ``best.pt`` when the
 validation ELBO improves (with ``every`` > 1: kept in memory and written with the next
-``last.pt``), written atomically; an epoch that writes both writes one file under the two names
+``last.pt``), written atomically; an epoch that writes both serializes its state once
 (:func:`~pyrovae.runs.checkpoint.save_checkpoint`). Between checkpoints the files on disk stay a consistent,
 resumable state of the epoch they name; a run killed there repeats the epochs after it.
 
@@ -107,7 +107,7 @@ class Checkpointer(Callback):
         epoch = loop.state.epoch
         improved = loop.state.best_epoch == epoch
         due = epoch % self.every == 0 or (loop.epochs is not None and epoch >= loop.epochs)
-        if due and improved:  # this epoch is the best: one file, both names
+        if due and improved:  # this epoch is the best: one state, both files
             self.pending_best = None
             self._save(loop, self.best, self.last)
             self.saved_epoch = epoch
